@@ -1,0 +1,1 @@
+"""Console commands, one module each (``dlst-<name>`` runs ``dlst_plugin.cli.<name>:main``)."""

@@ -1,0 +1,58 @@
+"""Shared by the tests: run the plugin's commands in a subprocess, make tiny face data."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_FACES = REPO / 'datasets' / 'samples' / 'faces'
+# square face boxes (x, y, w, h) in the shipped photos, from YuNet detections, widened
+FACE_BOXES = {'astronaut.png': (152, 48, 140, 140), 'grace_hopper.jpg': (147, 106, 240, 240)}
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that imports this checkout (not an older install)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run(args, cwd, timeout=600, check=True, **env):
+    """Run ``args`` (a list; ``python`` means this interpreter) and return the CompletedProcess."""
+    args = [sys.executable if a == 'python' else str(a) for a in args]
+    proc = subprocess.run(args, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
+    return proc
+
+
+def face_crops(out_dir, size=64, count=12, seed=0):
+    """Write ``count`` augmented face crops (BGR PNG, ``size`` px) cut from the shipped photos.
+
+    Crops jitter position/scale, flip and shift brightness, so train and held-out sets made
+    with different seeds hold different images of the same faces.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = [(cv2.imread(str(SAMPLE_FACES / name)), box) for name, box in FACE_BOXES.items()]
+    paths = []
+    for i in range(count):
+        img, (x, y, w, h) = photos[i % len(photos)]
+        scale = rng.uniform(0.85, 1.15)
+        cw = int(w * scale)
+        cx = int(np.clip(x + rng.integers(-w // 10, w // 10 + 1), 0, img.shape[1] - cw))
+        cy = int(np.clip(y + rng.integers(-h // 10, h // 10 + 1), 0, img.shape[0] - cw))
+        crop = cv2.resize(img[cy:cy + cw, cx:cx + cw], (size, size), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = np.clip(crop.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+        path = out_dir / f'face_{seed:02d}_{i:04d}.png'
+        cv2.imwrite(str(path), crop)
+        paths.append(path)
+    return paths
