@@ -56,3 +56,19 @@ def face_crops(out_dir, size=64, count=12, seed=0):
         cv2.imwrite(str(path), crop)
         paths.append(path)
     return paths
+
+
+def write_options(template, dest, updates):
+    """Copy an option YAML, setting ``updates`` ({'a:b:c': value}) in it; returns ``dest``."""
+    import yaml
+    with open(template, encoding='utf-8') as f:
+        opt = yaml.safe_load(f)
+    for dotted, value in updates.items():
+        node = opt
+        *parents, last = dotted.split(':')
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    with open(dest, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return dest

@@ -1,0 +1,96 @@
+"""Each BasicSR 1.4.2 patch in dlst_plugin/compat.py, one test each."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+from helpers import run
+
+import dlst_plugin  # noqa: F401
+
+
+def test_functional_tensor_alias_serves_rgb_to_grayscale():
+    import torchvision.transforms.functional_tensor as ft
+    from torchvision.transforms import _functional_tensor as real
+    assert ft.rgb_to_grayscale is real.rgb_to_grayscale
+
+
+def test_startup_hook_imports_plugin_with_basicsr(tmp_path):
+    code = 'import sys, basicsr; print("dlst_plugin" in sys.modules)'
+    assert run(['python', '-c', code], cwd=tmp_path).stdout.strip() == 'True'
+    assert run(['python', '-c', code], cwd=tmp_path, DLST_PLUGIN_AUTOLOAD='0').stdout.strip() == 'False'
+
+
+def test_startup_hook_stays_light(tmp_path):
+    code = 'import sys; print(any(m in sys.modules for m in ("torch", "basicsr", "dlst_plugin")))'
+    assert run(['python', '-c', code], cwd=tmp_path).stdout.strip() == 'False'
+
+
+@pytest.fixture
+def single_process_group(monkeypatch):
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', '29611')
+    from basicsr.utils.dist_util import init_dist
+    init_dist('pytorch')
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU fallback; with a GPU NCCL is the right choice')
+def test_init_dist_uses_gloo_without_gpu(single_process_group):
+    assert dist.get_backend() == 'gloo'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU fallback')
+def test_model_to_device_wraps_ddp_on_cpu(single_process_group):
+    from basicsr.models.base_model import BaseModel
+    from torch.nn.parallel import DistributedDataParallel
+    model = BaseModel.__new__(BaseModel)
+    model.opt, model.device = {'dist': True, 'num_gpu': 0}, torch.device('cpu')
+    net = model.model_to_device(torch.nn.Linear(2, 2))
+    assert isinstance(net, DistributedDataParallel)
+    assert net(torch.ones(1, 2)).shape == (1, 2)
+
+
+def _parse(tmp_path, monkeypatch, root, extra=''):
+    opt_file = tmp_path / 'o.yml'
+    opt_file.write_text(f'name: probe\nnum_gpu: 0\nmanual_seed: 1\ndatasets: {{}}\npath: {{{extra}}}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['x', '-opt', str(opt_file)])
+    from basicsr.utils.options import parse_options
+    return parse_options(root, is_train=True)[0]
+
+
+def test_parse_options_moves_experiments_out_of_site_packages(tmp_path, monkeypatch):
+    import basicsr
+    site_root = osp.abspath(osp.join(osp.dirname(basicsr.__file__), osp.pardir))
+    opt = _parse(tmp_path, monkeypatch, site_root)
+    assert opt['path']['experiments_root'] == osp.join(str(tmp_path), 'experiments', 'probe')
+
+
+def test_parse_options_honours_experiments_root(tmp_path, monkeypatch):
+    opt = _parse(tmp_path, monkeypatch, str(tmp_path), extra=f'experiments_root: {tmp_path}/runs/a')
+    assert opt['path']['experiments_root'] == f'{tmp_path}/runs/a'
+    assert opt['path']['models'] == f'{tmp_path}/runs/a/models'
+    assert opt['path']['tb_logger'] == f'{tmp_path}/runs/a/tb_logger'
+
+
+def test_auto_resume_reads_configured_root_onto_cpu(tmp_path):
+    from basicsr import train
+    states = tmp_path / 'exp' / 'training_states'
+    states.mkdir(parents=True)
+    from collections import Counter
+    torch.save({'iter': 7, 'epoch': 1, 'optimizers': [], 'schedulers': [{'milestones': Counter({3: 1})}]},
+               states / '7.state')
+    torch.save({'iter': 3, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / '3.state')
+    opt = {'auto_resume': True, 'name': 'x', 'network_g': {}, 'path': {'training_states': str(states),
+                                                       'models': str(tmp_path / 'exp' / 'models')}}
+    state = train.load_resume_state(opt)
+    assert state['iter'] == 7
+    assert opt['path']['resume_state'].endswith('7.state')
+    assert opt['path']['pretrain_network_g'].endswith(os.path.join('models', 'net_g_7.pth'))
