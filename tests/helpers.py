@@ -72,3 +72,13 @@ def write_options(template, dest, updates):
     with open(dest, 'w', encoding='utf-8') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return dest
+
+
+def fill_option_paths(template, dest, folder, updates=None):
+    """Copy a tiny option file, pointing every ``FILLED_BY_TEST`` data root at ``folder``."""
+    import yaml
+    with open(template, encoding='utf-8') as f:
+        opt = yaml.safe_load(f)
+    filled = {f'datasets:{phase}:{key}': str(folder) for phase, ds in opt['datasets'].items()
+              for key, value in ds.items() if value == 'FILLED_BY_TEST'}
+    return write_options(template, dest, {**filled, **(updates or {})})

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, face_crops, run, write_options
+from helpers import REPO, face_crops, fill_option_paths, run, write_options
 
 pytestmark = pytest.mark.slow
 TEMPLATE = REPO / 'tests' / 'options' / 'train_tiny_sr.yml'
 
 
+OPTIONS = REPO / 'tests' / 'options'
+
+
 @pytest.fixture
 def tiny_opt(tmp_path):
     face_crops(tmp_path / 'faces', size=32, count=8)
-    return write_options(TEMPLATE, tmp_path / 'train.yml', {'datasets:train:dataroot_gt': str(tmp_path / 'faces')})
+    return fill_option_paths(TEMPLATE, tmp_path / 'train.yml', tmp_path / 'faces')
 
 
 def _free_port():
@@ -104,3 +107,27 @@ def test_torchrun_two_cpu_processes_train_and_auto_resume(tmp_path, tiny_opt):
     assert adam_steps == {8}, 'optimizer state was not restored (Adam would count 4 steps)'
     # BasicSR steps schedulers from iteration 2 on: 7 steps by iteration 8 (3 if not restored)
     assert state['schedulers'][0]['last_epoch'] == 7
+
+
+# The plugin's own models through every launcher the issues name: (option file, experiment name, launchers)
+PLUGIN_RUNS = [('train_dl_tiny.yml', 'tiny_dl', ['basicsr', 'dlst-train', 'torchrun']),
+               ('train_st_tiny.yml', 'tiny_st', ['basicsr', 'torchrun'])]
+
+
+@pytest.mark.parametrize('option,name,launcher', [(o, n, la) for o, n, las in PLUGIN_RUNS for la in las])
+def test_plugin_models_train_through_each_launcher(tmp_path, option, name, launcher):
+    face_crops(tmp_path / 'faces', size=32, count=8)
+    opt = fill_option_paths(OPTIONS / option, tmp_path / option, tmp_path / 'faces')
+    commands = {
+        'basicsr': ['python', '-m', 'basicsr.train', '-opt', opt],
+        'dlst-train': [shutil.which('dlst-train') or 'dlst-train', '-opt', opt],
+        'torchrun': ['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+                     '-m', 'dlst_plugin.train', '-opt', opt, '--launcher', 'pytorch'],
+    }
+    proc = run(commands[launcher], cwd=tmp_path)
+    models = tmp_path / 'experiments' / name / 'models'
+    assert sorted(p.name for p in models.glob('net_g_*.pth')), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (models / 'net_g_latest.pth').is_file()
+    state = torch.load(tmp_path / 'experiments' / name / 'training_states' / '4.state', map_location='cpu',
+                       weights_only=True)
+    assert state['iter'] == 4

@@ -1,0 +1,199 @@
+"""dlst-generate-pairs: a trained degrader -> N (clean, degraded) face pairs in two LMDBs (paper 3.2.4).
+
+Pair ``i`` is drawn from its own seed (``--seed``, i): z -> shared mapping -> red (clean) and
+green (degraded) networks with the same noise, so the output does not depend on the batch size,
+the number of shards or interruptions. Keys are the zero-padded pair index in both LMDBs
+(BasicSR ``meta_info.txt`` layout), so ``PairedImageDataset``-style readers and
+``SecondOrderFaceDataset`` match them by key.
+
+Rerunning the same command after an interruption (Ctrl-C, a kill, a crash) continues where it
+stopped: a pair counts as done only when both LMDBs hold its key, and a key is never stored twice.
+Shards: ``--rank R --world-size W`` (or torchrun's RANK/WORLD_SIZE) makes the pairs with
+``i % W == R`` into ``OUT/shard{R}of{W}/``; list the shard folders in the dataset options.
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
+KEY_DIGITS = 8
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input the user can fix (exit status 2)."""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='dlst-generate-pairs', description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('checkpoint', help='degrader checkpoint saved by DegradationLearningModel '
+                                      '(experiments/<name>/models/net_g_<iter>.pth)')
+    p.add_argument('out', help='output folder: gets clean.lmdb and degraded.lmdb (or shard folders)')
+    p.add_argument('-n', '--count', type=int, required=True, help='number of pairs in all (over every shard)')
+    p.add_argument('--seed', type=int, default=0, help='seed; pair i always comes from (seed, i)')
+    p.add_argument('--weights', choices=['params_ema', 'params'], default='params_ema',
+                   help='which weights of the checkpoint: the EMA of the green network or the last ones')
+    p.add_argument('--truncation', type=float, default=1.0, help='truncation psi (1 = none)')
+    p.add_argument('--mixing-prob', type=float, default=0.0, help='probability of style mixing per pair')
+    p.add_argument('--batch-size', type=int, default=8, help='pairs generated at once on the device')
+    p.add_argument('--device', default='auto', help="'auto' (the local GPU if any, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    p.add_argument('--rank', type=int, default=None, help='shard index (default: $RANK, else 0)')
+    p.add_argument('--world-size', type=int, default=None, help='number of shards (default: $WORLD_SIZE, else 1)')
+    p.add_argument('--png-level', type=int, choices=range(10), default=1, metavar='0-9', help='PNG compression level')
+    p.add_argument('--encode-threads', type=int, default=2, help='threads encoding PNGs while the device works')
+    p.add_argument('--commit-every', type=int, default=64, help='pairs per LMDB transaction')
+    return p
+
+
+def shard_of(args):
+    rank = args.rank if args.rank is not None else int(os.environ.get('RANK', 0))
+    world = args.world_size if args.world_size is not None else int(os.environ.get('WORLD_SIZE', 1))
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f'--rank must be in [0, --world-size); got rank {rank}, world size {world}')
+    return rank, world
+
+
+def pick_device(name):
+    if name != 'auto':
+        device = torch.device(name)
+        if device.type == 'cuda' and not torch.cuda.is_available():
+            raise UsageError(f'--device {name}: CUDA is not available here')
+        return device
+    if torch.cuda.is_available():
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    return torch.device('cpu')
+
+
+def load_degrader(path, weights, truncation, mixing_prob):
+    """A ``CoupledStyleGAN2`` with the weights of a DegradationLearningModel checkpoint."""
+    from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
+    from dlst_plugin.checkpoints import infer_generator_config
+    if not os.path.isfile(path):
+        raise UsageError(f'checkpoint {path} does not exist')
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    state = ckpt.get(weights) if isinstance(ckpt, dict) else None
+    if state is None and isinstance(ckpt, dict) and weights == 'params_ema':
+        state = ckpt.get('params')
+    if not isinstance(state, dict) or not any(k.startswith('green.') for k in state):
+        raise UsageError(f'{path} is not a degrader checkpoint: expected the net_g_<iter>.pth of '
+                         f'DegradationLearningModel, with red.* and green.* weights under {weights!r}')
+    config = infer_generator_config({k[len('red.'):]: v for k, v in state.items() if k.startswith('red.')})
+    net = CoupledStyleGAN2(**config, truncation=truncation, mixing_prob=mixing_prob)
+    net.load_state_dict(state, strict=True)
+    return net.eval().requires_grad_(False), weights_digest(state)
+
+
+def weights_digest(state):
+    """Short hash of a state dict: a resume must use the very weights the first run used."""
+    digest = hashlib.blake2b(digest_size=8)
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pair_key(index):
+    return f'{index:0{KEY_DIGITS}d}'
+
+
+def pair_seed(seed, index):
+    """64-bit seed of pair ``index``: independent streams for every (seed, index)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def shard_folder(out, rank, world):
+    return out if world == 1 else os.path.join(out, f'shard{rank}of{world}')
+
+
+def check_settings(folder, settings):
+    """Refuse to resume a folder made with other settings (the pairs would not match)."""
+    path = os.path.join(folder, SETTINGS_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            before = json.load(f)
+        diff = [f'{k} {before.get(k)!r} (now {v!r})' for k, v in settings.items() if before.get(k) != v]
+        if diff:
+            raise UsageError(f'{folder} was made with ' + ', '.join(diff) + '; rerun with the same settings to resume, '
+                             'or choose another output folder')
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(settings, f, indent=1)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def generate_batch(net, indices, seed, device):
+    """(clean, degraded) uint8 BGR arrays (b, h, w, 3) of the given pair indices."""
+    from dlst_plugin.archs.coupled_stylegan2_arch import CoupledCodes
+    from dlst_plugin.models.degradation_learning_utils import to_bgr_uint8
+    codes = CoupledCodes.cat([net.draw_codes(1, torch.Generator().manual_seed(pair_seed(seed, i))) for i in indices])
+    clean, degraded = net.generate(codes.to(device))
+    return to_bgr_uint8(clean), to_bgr_uint8(degraded)
+
+
+def run(args):
+    from dlst_plugin.lmdb_writer import LmdbWriter, encode_png
+    if args.count < 1 or args.batch_size < 1 or args.encode_threads < 1 or args.commit_every < 1:
+        raise UsageError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
+    rank, world = shard_of(args)
+    device = pick_device(args.device)
+    net, digest = load_degrader(args.checkpoint, args.weights, args.truncation, args.mixing_prob)
+    net = net.to(device)
+    folder = shard_folder(args.out, rank, world)
+    check_settings(folder, {'weights_digest': digest, 'weights': args.weights,
+                            'seed': args.seed, 'truncation': args.truncation, 'mixing_prob': args.mixing_prob,
+                            'world_size': world, 'out_size': net.out_size})
+    writers = [LmdbWriter(os.path.join(folder, name), resume=True, compress_level=args.png_level,
+                          commit_every=args.commit_every) for name in ('degraded.lmdb', 'clean.lmdb')]
+    mine = range(rank, args.count, world)
+    todo = [i for i in mine if not all(pair_key(i) in w for w in writers)]
+    if len(todo) < len(mine):
+        print(f'resuming {folder}: {len(mine) - len(todo)} of {len(mine)} pairs already stored')
+    start, made = time.time(), 0
+    encode = ThreadPoolExecutor(args.encode_threads)
+    try:
+        with tqdm(total=len(todo), unit='pair', desc=f'pairs (shard {rank}/{world})', dynamic_ncols=True) as bar:
+            for first in range(0, len(todo), args.batch_size):
+                indices = todo[first:first + args.batch_size]
+                clean, degraded = generate_batch(net, indices, args.seed, device)
+                pngs = list(encode.map(lambda img: encode_png(img, args.png_level), [*degraded, *clean]))
+                for j, i in enumerate(indices):  # degraded first: a pair is done once its clean face is in
+                    writers[0].put(pair_key(i), pngs[j], degraded[j].shape, args.png_level)
+                    writers[1].put(pair_key(i), pngs[len(indices) + j], clean[j].shape, args.png_level)
+                made += len(indices)
+                bar.update(len(indices))
+                bar.set_postfix(images_per_s=f'{2 * made / max(time.time() - start, 1e-9):.2f}')
+    except KeyboardInterrupt:
+        print(f'\ninterrupted: {made} new pairs kept in {folder}; rerun the same command to continue', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        encode.shutdown(wait=True)
+        for w in writers:
+            w.close()  # commits every complete pair put so far
+    seconds = time.time() - start
+    print(f'made {made} pairs in {seconds:.1f} s ({made / max(seconds, 1e-9):.2f} pairs/s, '
+          f'{2 * made / max(seconds, 1e-9):.2f} images/s); {len(mine)} pairs in {folder}')
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, FileExistsError, ValueError, OSError, RuntimeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

