@@ -1,0 +1,62 @@
+"""Full-reference metrics against ground truth (PSNR, SSIM through BasicSR; LPIPS when available).
+
+The paper reports only FID and NIQE (its real test faces have no ground truth); with synthetic
+pairs PSNR/SSIM are the usual sanity check. Computed on RGB like GFP-GAN's validation
+(``test_y_channel: false``) unless ``channel='y'``; no border crop.
+"""
+import importlib.util
+
+PAIRED_CHANNELS = ('rgb', 'y')
+
+
+class PSNRSSIM:
+    """PSNR and SSIM of a restored image against its ground truth (both BGR uint8, same size)."""
+
+    keys = ('psnr', 'ssim')
+
+    def __init__(self, channel='rgb'):
+        if channel not in PAIRED_CHANNELS:
+            raise ValueError(f'channel must be one of {PAIRED_CHANNELS}, got {channel!r}')
+        import basicsr
+        self.test_y_channel = channel == 'y'
+        self.backend = {
+            key: f'basicsr {basicsr.__version__} calculate_{key}(crop_border=0, test_y_channel={self.test_y_channel})'
+            for key in self.keys}
+        self.image_format = 'Y channel of YCbCr (MATLAB convention)' if self.test_y_channel else 'RGB, 3 channels'
+
+    def __call__(self, restored, gt):
+        from basicsr.metrics import calculate_psnr, calculate_ssim
+        kwargs = dict(crop_border=0, input_order='HWC', test_y_channel=self.test_y_channel)
+        return {'psnr': float(calculate_psnr(restored, gt, **kwargs)),
+                'ssim': float(calculate_ssim(restored, gt, **kwargs))}
+
+
+def lpips_unavailable_reason():
+    """Why LPIPS cannot be computed here, or None when the ``lpips`` package is importable."""
+    if importlib.util.find_spec('lpips') is None:
+        return ('the lpips package is not installed (and its AlexNet backbone would need torchvision weights '
+                'in the torch hub cache); LPIPS is not computed')
+    return None
+
+
+class LPIPS:
+    """LPIPS (AlexNet, v0.1) through the ``lpips`` package; its weights must already be on disk."""
+
+    key = 'lpips'
+
+    def __init__(self):
+        reason = lpips_unavailable_reason()
+        if reason:
+            raise ImportError(reason)
+        import lpips
+        import torch
+        self._torch = torch
+        self.net = lpips.LPIPS(net='alex', version='0.1', verbose=False).eval()
+        self.backend = f'lpips {getattr(lpips, "__version__", "?")} net=alex version=0.1'
+
+    def __call__(self, restored, gt):
+        def to_tensor(img):
+            rgb = self._torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float()
+            return rgb / 127.5 - 1
+        with self._torch.no_grad():
+            return float(self.net(to_tensor(restored), to_tensor(gt)).item())

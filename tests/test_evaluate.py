@@ -1,0 +1,183 @@
+"""dlst-evaluate (paper section 4, Table 2): NIQE ordering, FID with a random Inception, reports, errors."""
+import importlib.util
+import json
+import shutil
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import face_crops, run
+
+from dlst_plugin.cli import evaluate
+from dlst_plugin.metrics import fid, niqe
+from dlst_plugin.metrics.images import EvaluationError
+from dlst_plugin.metrics.paired import lpips_unavailable_reason
+
+
+@pytest.fixture(scope='module')
+def folders(tmp_path_factory):
+    """clean/ (4 faces, 256 px: NIQE needs >= 192 px), blurred/ copies, lq/ 64 px inputs."""
+    root = tmp_path_factory.mktemp('evaluate')
+    clean = face_crops(root / 'clean', size=256, count=4, seed=3)
+    for name in ('blurred', 'lq'):
+        (root / name).mkdir()
+    for path in clean:
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(root / 'blurred' / path.name), cv2.GaussianBlur(img, (0, 0), 3))
+        cv2.imwrite(str(root / 'lq' / path.name), cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA))
+    return root
+
+
+def read(folder):
+    return [cv2.imread(str(p)) for p in sorted(folder.glob('*.png'))]
+
+
+def test_niqe_scores_clean_faces_better_than_blurred_copies(folders):
+    score = niqe.BasicSRNIQE()
+    for clean, blurred in zip(read(folders / 'clean'), read(folders / 'blurred')):
+        assert score(clean) < score(blurred)
+
+
+def test_small_images_are_upscaled_for_niqe_to_the_minimum_side():
+    img = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    big, resized = niqe.upscale_for_niqe(img)
+    assert resized and big.shape == (niqe.NIQE_MIN_SIDE, niqe.NIQE_MIN_SIDE * 3 // 2, 3)
+    assert np.isfinite(niqe.BasicSRNIQE()(big))
+    same, resized = niqe.upscale_for_niqe(big)
+    assert not resized and same is big
+
+
+def test_pyiqa_backend_asked_for_but_missing_names_pyiqa(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name == 'pyiqa' else real_find_spec(name, *args))
+    with pytest.raises(ImportError, match='pyiqa is not installed'):
+        niqe.build_niqe_backends(['pyiqa'])
+
+
+def test_pyiqa_parameters_are_basicsr_parameters_as_mat(tmp_path):
+    from scipy.io import loadmat
+    npz = niqe.basicsr_niqe_params_path()
+    mat = loadmat(niqe.write_pyiqa_params(npz, str(tmp_path / 'niqe.mat')))
+    params = np.load(npz)
+    assert np.array_equal(mat['mu_prisparam'], params['mu_pris_param'])
+    assert np.array_equal(mat['cov_prisparam'], params['cov_pris_param'])
+
+
+def test_frechet_distance_equals_basicsr_calculate_fid():
+    from basicsr.metrics.fid import calculate_fid
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.5, size=(30, 16))
+    stats_a, stats_b = fid.feature_statistics(a), fid.feature_statistics(b)
+    assert fid.frechet_distance(*stats_a, *stats_b) == pytest.approx(calculate_fid(*stats_a, *stats_b), rel=1e-6)
+
+
+def test_fid_of_a_folder_with_itself_is_zero_and_with_another_positive(folders):
+    inception = fid.FIDInception(dims=64, random_init_seed=0, batch_size=4)
+    stats = {}
+    for name in ('clean', 'blurred'):
+        for img in read(folders / name):
+            inception.add(img)
+        stats[name] = fid.feature_statistics(inception.take_features())
+    other = fid.frechet_distance(*stats['clean'], *stats['blurred'])
+    assert other > 0
+    assert fid.frechet_distance(*stats['clean'], *stats['clean']) <= 1e-3 * other
+
+
+def test_missing_inception_weights_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    with pytest.raises(fid.InceptionWeightsMissing, match=fid.FID_WEIGHTS_FILE):
+        fid.FIDInception(weights_dir_=str(tmp_path / 'weights'))
+
+
+def test_inception_weights_load_from_the_weights_dir(tmp_path):
+    state_dict = fid._random_inception_state_dict(seed=1)
+    (tmp_path / 'w').mkdir()
+    torch.save(state_dict, tmp_path / 'w' / fid.FID_WEIGHTS_FILE)
+    inception = fid.FIDInception(weights_dir_=str(tmp_path / 'w'), dims=64)
+    assert inception.weights == fid.FID_WEIGHTS_FILE
+    key = 'blocks.0.0.conv.weight'
+    assert torch.equal(inception.net.state_dict()[key], state_dict['Conv2d_1a_3x3.conv.weight'])
+
+
+def test_saved_statistics_load_back_and_foreign_ones_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    mu, sigma = fid.feature_statistics(rng.normal(size=(5, 64)))
+    path = str(tmp_path / 'ref.npz')
+    fid.save_statistics(path, mu, sigma, 5, 'weights-A', 'somewhere')
+    mu2, sigma2, info = fid.load_statistics(path, SimpleNamespace(dims=64, weights='weights-A'))
+    assert np.array_equal(mu, mu2) and np.array_equal(sigma, sigma2) and info['num_images'] == 5
+    with pytest.raises(EvaluationError, match='weights-A'):
+        fid.load_statistics(path, SimpleNamespace(dims=64, weights='weights-B'))
+    with pytest.raises(EvaluationError, match='--fid-dims'):
+        fid.load_statistics(path, SimpleNamespace(dims=2048, weights='weights-A'))
+
+
+def test_restored_names_come_from_name_or_folder():
+    assert evaluate.parse_restored(['out/gfpgan/', 'DL-ST=res']) == [('gfpgan', evaluate.Path('out/gfpgan/')),
+                                                                     ('DL-ST', evaluate.Path('res'))]
+    with pytest.raises(ValueError, match='two methods'):
+        evaluate.parse_restored(['a/x', 'b/x'])
+
+
+def test_missing_restored_folder_is_a_clear_error(tmp_path, capsys):
+    assert evaluate.main(['--restored', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    assert 'nope' in err and 'does not exist' in err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_cli_without_inception_weights_fails_with_the_file_name(folders, tmp_path):
+    proc = run(['python', '-m', 'dlst_plugin.cli.evaluate', '--restored', folders / 'blurred',
+                '--reference', folders / 'clean', '--metrics', 'fid', '--weights-dir', tmp_path / 'empty',
+                '--out', tmp_path / 'out'], cwd=tmp_path, check=False, TORCH_HOME=tmp_path / 'torch_home')
+    assert proc.returncode != 0
+    assert fid.FID_WEIGHTS_FILE in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_cli_table_json_and_html_for_two_methods(folders, tmp_path):
+    (tmp_path / 'blurred').mkdir()
+    for path in (folders / 'blurred').glob('*.png'):
+        shutil.copy(path, tmp_path / 'blurred' / path.name)
+    (tmp_path / 'blurred' / 'notes.txt').write_text('not an image')
+    gt = tmp_path / 'gt'
+    shutil.copytree(folders / 'clean', gt)
+    dropped = sorted(gt.glob('*.png'))[0]
+    dropped.unlink()
+    out = tmp_path / 'report'
+    proc = run(['python', '-m', 'dlst_plugin.cli.evaluate', '--restored', f'clean={folders / "clean"}',
+                '--restored', tmp_path / 'blurred', '--input', folders / 'lq', '--gt', gt,
+                '--reference', folders / 'clean', '--save-stats', tmp_path / 'ref.npz',
+                '--inception-random-init', '0', '--fid-dims', '64', '--out', out], cwd=tmp_path)
+    assert 'NIQE' in proc.stdout and 'FID' in proc.stdout and 'blurred' in proc.stdout
+    payload = json.loads((out / 'metrics.json').read_text())
+    clean, blurred = payload['methods']
+    assert (clean['name'], blurred['name']) == ('clean', 'blurred')
+    assert clean['metrics']['niqe']['value'] < blurred['metrics']['niqe']['value']
+    assert clean['metrics']['fid']['value'] < blurred['metrics']['fid']['value']
+    for method in payload['methods']:
+        assert set(method['metrics']) == {'niqe', 'fid', 'psnr', 'ssim'}
+        for entry in method['metrics'].values():
+            assert entry['backend'] and entry['image_format'] and entry['resize']
+    assert blurred['missing_gt'] == [dropped.stem] and blurred['metrics']['psnr']['num_images'] == 3
+    assert [s['file'] for s in blurred['skipped']] == [str(tmp_path / 'blurred' / 'notes.txt')]
+    assert ('lpips' in payload['unavailable']) == (lpips_unavailable_reason() is not None)
+    assert 'RANDOM INIT' in clean['metrics']['fid']['backend']
+    assert set(np.load(tmp_path / 'ref.npz')) >= {'mu', 'sigma', 'inception_weights'}
+    page = (out / 'report.html').read_text()
+    assert '<table class="metrics">' in page and '<th>input</th>' in page
+    assert page.count('<img src="data:image/jpeg;base64,') == 4 * 4 - 1  # input, 2 methods, gt (one dropped)
+
+
+def test_thumbnail_grid_without_inputs_shows_every_method(folders):
+    args = SimpleNamespace(input=None, thumbnails=2)
+    methods = [('clean', folders / 'clean'), ('blurred', folders / 'blurred')]
+    images = {name: {p.stem: p for p in sorted(folder.glob('*.png'))} for name, folder in methods}
+    columns, rows = evaluate.thumbnail_grid(args, methods, images, gt_images=None)
+    assert columns == ['clean', 'blurred'] and len(rows) == 2
+    assert all(uri.startswith('data:image/jpeg;base64,') for _, uris in rows for uri in uris)
