@@ -21,6 +21,8 @@ import cv2
 import lmdb
 import numpy as np
 
+from dlst_plugin.image_files import IMAGE_EXTENSIONS
+
 META_INFO = 'meta_info.txt'
 KEY_RULE = ("an LMDB key must be printable ASCII without '.', whitespace or '\\' (BasicSR encodes keys as ASCII "
             "and reads meta_info.txt lines '<key>.png (h,w,c) level', cutting the key at the first '.')")
@@ -276,8 +278,6 @@ def _decode_shapes(job):
     env.close()
     return out
 
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
 def list_images(src, pattern=None, extensions=IMAGE_EXTENSIONS):

@@ -7,7 +7,8 @@ Stages (each skipped when its output exists, so an interrupted demo continues):
   degrader  train a tiny coupled StyleGAN2 degrader on the real LQ faces (paper 3.2.2-3.2.3)
   pairs     dlst-generate-pairs: (clean, degraded) pairs into two LMDBs (paper 3.2.4)
   restorer  train a tiny Skip-Transformer on the second-order set (paper 3.2.4, 3.3)
-  restore   dlst-restore the sample photos (detect, align, restore, paste back)
+  restore   dlst-restore the in-the-wild photos (detect, align, restore, paste back)
+  evaluate  dlst-evaluate: NIQE of the real LQ faces and of the restored faces
   report    an HTML report with pictures of every stage and the loss curves
 
 The demo's networks are tiny and randomly initialised (no pretrained StyleGAN2, random VGG): they show
@@ -24,9 +25,11 @@ import cv2
 import numpy as np
 import yaml
 
+from dlst_plugin.image_files import is_image_file
+
 ASSETS = Path(__file__).resolve().parents[1] / 'assets'
 DEFAULT_PHOTOS = Path('datasets') / 'samples' / 'faces'
-STAGES = ('photos', 'real_lq', 'hq', 'degrader', 'pairs', 'restorer', 'restore', 'report')
+STAGES = ('photos', 'real_lq', 'hq', 'degrader', 'pairs', 'restorer', 'restore', 'evaluate', 'report')
 # (degrader iterations, restorer iterations, pairs, photo variants per sample photo)
 SETTINGS = {'full': (300, 400, 64, 8), 'fast': (20, 20, 8, 3)}
 
@@ -36,7 +39,8 @@ class DemoError(RuntimeError):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='dlst-demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog='dlst-demo', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='demo_out', help='output folder (default: %(default)s)')
     p.add_argument('--photos', default=None,
                    help=f'folder of photos with faces (default: {DEFAULT_PHOTOS} of the checkout)')
@@ -77,7 +81,7 @@ def make_photos(photos, out_dir, variants, seed, degrade):
     'real-world' process (blur, noise, strong JPEG) that the degrader must learn from the faces alone."""
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for p in photos.iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.bmp', '.webp'))
+    sources = sorted(p for p in photos.iterdir() if is_image_file(p))
     if not sources:
         raise DemoError(f'no images in {photos}')
     for src in sources:
@@ -124,7 +128,8 @@ def stage_outputs(out):
         'degrader': out / 'experiments' / 'demo_dl' / 'models' / 'net_g_latest.pth',
         'pairs': out / 'pairs' / 'degraded.lmdb' / 'meta_info.txt',
         'restorer': out / 'experiments' / 'demo_st' / 'models' / 'net_g_latest.pth',
-        'restore': out / 'restored' / 'restored_imgs', 'report': out / 'report.html',
+        'restore': out / 'restored' / 'restored_imgs', 'evaluate': out / 'evaluation' / 'metrics.json',
+        'report': out / 'report.html',
     }
 
 
@@ -154,9 +159,13 @@ def run_demo(args):
             ASSETS / 'demo_st.yml', opts / 'demo_st.yml', {
                 'dataroot_clean': out / 'pairs' / 'clean.lmdb', 'dataroot_degraded': out / 'pairs' / 'degraded.lmdb',
                 'dataroot_hq': out / 'hq.lmdb'}, st_iters)]),
-        'restore': lambda: run_step(out, 'restore', ['dlst_plugin.cli.restore', '-i', photos, '-o', out / 'restored',
-                                                     '--opt', opts / 'demo_st.yml', '--model', done['restorer'],
-                                                     '--compare']),
+        'restore': lambda: run_step(out, 'restore', ['dlst_plugin.cli.restore', '-i', out / 'wild_photos', '-o',
+                                                     out / 'restored', '--opt', opts / 'demo_st.yml', '--model',
+                                                     done['restorer'], '--compare']),
+        'evaluate': lambda: run_step(out, 'evaluate', ['dlst_plugin.cli.evaluate', '--restored',
+                                                       f'real LQ faces={out / "real_lq"}', '--restored',
+                                                       f'DL-ST demo={out / "restored" / "restored_faces"}',
+                                                       '--metrics', 'niqe', '--out', out / 'evaluation']),
         'report': lambda: write_report(out),
     }
     total = time.time()

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dlst_plugin.image_files import is_image_file
+
 LOSS_LINE = re.compile(r'iter:\s*([\d,]+).*?\]\s*(?:\[eta:[^\]]*\])?\s*(.*)$')
 LOSS_ITEM = re.compile(r'(l_[\w]+|loss[\w]*):\s*([-+\d.eE]+)')
 
@@ -30,7 +32,7 @@ def tile(images, cols=8, size=96):
 
 
 def folder_images(folder, limit=16):
-    paths = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in ('.png', '.jpg', '.jpeg'))[:limit]
+    paths = sorted(p for p in Path(folder).rglob('*') if is_image_file(p))[:limit]
     return [im for im in (cv2.imread(str(p)) for p in paths) if im is not None]
 
 
@@ -82,6 +84,22 @@ def svg_curves(curves, width=520, height=200):
     return ''.join(parts)
 
 
+def metrics_table(path):
+    """The demo's metric table from dlst-evaluate's metrics.json, with a link to its full report."""
+    import json
+    if not Path(path).is_file():
+        return '<p><i>(not evaluated)</i></p>'
+    methods = json.loads(Path(path).read_text())['methods']
+    names = sorted({m for method in methods for m in method['metrics']})
+    rows = ''.join('<tr><td>' + html.escape(method['name']) + '</td>' + ''.join(
+        f'<td>{method["metrics"][m]["value"]:.2f}</td>' if m in method['metrics'] else '<td>-</td>' for m in names)
+                   + f'<td>{method["num_images"]}</td></tr>' for method in methods)
+    head = ''.join(f'<th>{html.escape(m.upper())}</th>' for m in names)
+    return (f'<table border="1" cellpadding="4"><tr><th>faces</th>{head}<th>images</th></tr>{rows}</table>'
+            '<p>Lower NIQE is better. Backends, resize rules and per-image values: '
+            '<a href="evaluation/report.html">evaluation/report.html</a>, <code>evaluation/metrics.json</code>.</p>')
+
+
 def newest_png(folder):
     pngs = sorted(Path(folder).rglob('*.png'), key=lambda p: p.stat().st_mtime) if Path(folder).is_dir() else []
     return cv2.imread(str(pngs[-1])) if pngs else None
@@ -111,10 +129,11 @@ def build_report(out):
     section('6. Skip-Transformer training', 'Loss curves of the restorer on the second-order set.', None,
             svg_curves(loss_curves(out / 'experiments' / 'demo_st')))
     sections[-1] = sections[-1].replace('<p><i>(nothing to show)</i></p>', '')
-    section('7. Restored photos (dlst-restore)', 'Input | restored, faces pasted back.',
+    section('7. Restored photos (dlst-restore)', 'In-the-wild photo | restored, faces pasted back.',
             tile(folder_images(out / 'restored' / 'cmp', 4), cols=1, size=512)
             if (out / 'restored' / 'cmp').is_dir() else tile(folder_images(out / 'restored' / 'restored_imgs', 4),
                                                                cols=2, size=384))
+    sections.append('<h2>8. Evaluation (dlst-evaluate)</h2>' + metrics_table(out / 'evaluation' / 'metrics.json'))
     return ('<!doctype html><html><head><meta charset="utf-8"><title>dlst-demo report</title>'
             '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}</style></head>'
             '<body><h1>dlst-demo: the DL-ST pipeline on the sample photos</h1>'

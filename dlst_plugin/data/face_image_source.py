@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 from basicsr.utils import FileClient, get_root_logger
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+from dlst_plugin.image_files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+
 BACKENDS = ('disk', 'lmdb')
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from dlst_plugin.image_files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+
 IMAGE_FORMAT = 'OpenCV imread IMREAD_COLOR: 8-bit BGR, gray expanded to 3 channels, alpha dropped'
 
 
