@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up dlst-plugin on a fresh machine (Python 3.10+): torch, BasicSR 1.4.2, the plugin.
-# Usage: bash scripts/install.sh [EXTRAS]   (default: test,faces,baselines; add metrics,onnx as needed)
+# Usage: bash scripts/install.sh [EXTRAS]   (default: test,faces,baselines,onnx; add metrics for pyiqa)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-test,faces,baselines}"
+EXTRAS="${1:-test,faces,baselines,onnx}"
 PIP="python -m pip install --disable-pip-version-check -q"
 C="-c requirements/constraints.txt"
 # 1. torch first (BasicSR's sdist must be built against it, SPEC.md section 7)
