@@ -1,0 +1,153 @@
+"""Skip-Transformer (ST) restorer (paper section 3.3, Fig. 3; SPEC.md section 5).
+
+Encoder (nine blocks at 512 px): a full-resolution stage of residual blocks, residual stages
+down to 64 px, transformer stages at 32-4 px, a fully connected layer to w. Decoder: a
+``PureStyleGAN2Generator``'s synthesis network fed w at every layer; skip layers replace its
+features at a set of resolutions through the synthesis ``feature_hook``.
+"""
+import logging
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from dlst_plugin.archs.skip_transformer_blocks import (
+    ATTENTION_MAX_RESOLUTION,
+    ResidualConvBlock,
+    SkipLayer,
+    TransformerBlock,
+    conv_act,
+    default_patch_size,
+)
+from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
+from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
+
+MIN_SKIP_RESOLUTION = 8  # the paper's six skip layers at 512 px: 8 ... 256
+logger = logging.getLogger(__name__)
+
+
+def _patch_sizes(out_size, patch_sizes):
+    """{resolution: p} for every resolution <= 32 px; ``patch_sizes`` overrides the default."""
+    sizes = {res: default_patch_size(res) for res in (2**i for i in range(2, log2_size(out_size) + 1))}
+    for res, p in (patch_sizes or {}).items():
+        res, p = int(res), int(p)
+        if res not in sizes or res % p or p < 1:
+            raise ValueError(f'patch_sizes[{res}] = {p}: need a resolution in {sorted(sizes)} that p divides')
+        sizes[res] = p
+    return sizes
+
+
+class STEncoder(nn.Module):
+    """Image -> ({resolution: feature}, w). Stage 1 keeps the input resolution (``num_first_blocks``
+    residual blocks, as GLEAN); each later stage halves it, with attention at <= 32 px."""
+
+    def __init__(self, out_size, channels, num_style_feat, num_first_blocks, attention, patch_sizes):
+        super().__init__()
+        self.first = nn.Sequential(conv_act(3, channels[out_size]),
+                                   *[ResidualConvBlock(channels[out_size]) for _ in range(num_first_blocks)])
+        self.stages = nn.ModuleList()
+        self.resolutions = [out_size]  # of the stages' outputs: static ints, so tracing (export) works
+        res = out_size
+        while res > 4:
+            res //= 2
+            use_attention = attention and res <= ATTENTION_MAX_RESOLUTION
+            self.stages.append(TransformerBlock(channels[res * 2], channels[res], use_attention, patch_sizes[res]))
+            self.resolutions.append(res)
+        self.to_w = nn.Linear(channels[4] * 4 * 4, num_style_feat)
+
+    def forward(self, x):
+        out = self.first(x)
+        features = {self.resolutions[0]: out}
+        for res, stage in zip(self.resolutions[1:], self.stages):
+            out = stage(out)
+            features[res] = out
+        return features, self.to_w(out.flatten(1))
+
+
+@ARCH_REGISTRY.register()
+class SkipTransformer(nn.Module):
+    """DL-ST's restorer: (b, 3, out_size, out_size) in [-1, 1] -> restored image, same shape.
+
+    Args:
+        out_size: image size (512 in the paper).
+        num_style_feat, num_mlp, channel_multiplier, narrow, lr_mlp: the StyleGAN2 decoder's
+            (channel_multiplier 1 = GFP-GAN's 512 px prior). Encoder and skip widths mirror the
+            decoder's per resolution, scaled by ``encoder_narrow``.
+        num_first_blocks: residual blocks of the full-resolution stage (4).
+        attention: False removes every self-attention module (the paper's Table 4 ablation).
+        patch_sizes: {resolution: p} overrides of the default p = resolution / 8.
+        skip_resolutions: decoder resolutions that get a skip layer (default: 8 ... out_size / 2,
+            the paper's six at 512 px).
+        decoder_load_path: pretrained StyleGAN2 checkpoint (any layout ``dlst_plugin.checkpoints``
+            reads) loaded into the decoder. fix_decoder: freeze the decoder.
+
+    The decoder's mapping network is kept (checkpoints load strictly) but unused and frozen.
+    The decoder noise is random in training mode and the stored maps in eval mode, so
+    restoration is deterministic.
+    """
+
+    def __init__(self, out_size=512, num_style_feat=512, num_mlp=8, channel_multiplier=1, narrow=1,
+                 encoder_narrow=1, num_first_blocks=4, attention=True, patch_sizes=None,
+                 skip_resolutions=None, lr_mlp=0.01, decoder_load_path=None, fix_decoder=False):
+        super().__init__()
+        log2_size(out_size)
+        self.out_size = out_size
+        self.attention = attention
+        self.decoder = PureStyleGAN2Generator(out_size, num_style_feat, num_mlp, channel_multiplier, lr_mlp=lr_mlp,
+                                              narrow=narrow)
+        dec_channels = stylegan2_channels(channel_multiplier, narrow)
+        enc_channels = {res: max(1, int(c * encoder_narrow)) for res, c in dec_channels.items()}
+        patches = _patch_sizes(out_size, patch_sizes)
+        self.patch_sizes = patches
+        self.encoder = STEncoder(out_size, enc_channels, num_style_feat, num_first_blocks, attention, patches)
+        if skip_resolutions is None:
+            skip_resolutions = [r for r in patches if MIN_SKIP_RESOLUTION <= r < out_size]
+        self.skip_resolutions = sorted(int(r) for r in skip_resolutions)
+        bad = [r for r in self.skip_resolutions if r not in patches]
+        if bad:
+            raise ValueError(f'skip_resolutions {bad} are not decoder resolutions of a {out_size} px ST '
+                             f'(choose from {sorted(patches)})')
+        self.skips = nn.ModuleDict({
+            str(res): SkipLayer(enc_channels[res], dec_channels[res], attention and res <= ATTENTION_MAX_RESOLUTION,
+                                patches[res])
+            for res in self.skip_resolutions
+        })
+        if decoder_load_path:
+            self.load_decoder(decoder_load_path)
+        self.decoder.style_mlp.requires_grad_(False)
+        self.fix_decoder = fix_decoder
+        if fix_decoder:
+            self.decoder.requires_grad_(False)
+
+    def load_decoder(self, path):
+        """Load a pretrained StyleGAN2 generator into the decoder (BasicSR, rosinality or GFP-GAN
+        clean layout; a checkpoint that does not fit raises, naming the keys)."""
+        from dlst_plugin.checkpoints import load_into
+        layout = load_into(self.decoder, path, kind='generator')
+        logger.info('ST decoder loaded from %s (%s layout)', path, layout)
+
+    def param_groups(self):
+        """Trainable parameters by part: {'encoder', 'skip', 'decoder'} (separate learning rates)."""
+        def trainable(module):
+            return [p for p in module.parameters() if p.requires_grad]
+        return {'encoder': trainable(self.encoder), 'skip': trainable(self.skips), 'decoder': trainable(self.decoder)}
+
+    def check_input(self, x):
+        expected = (3, self.out_size, self.out_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f'SkipTransformer(out_size={self.out_size}) expects images of shape (batch, 3, '
+                             f'{self.out_size}, {self.out_size}) in [-1, 1]; got {tuple(x.shape)}. Resize or '
+                             f'align faces to {self.out_size}x{self.out_size} first.')
+
+    def forward(self, x):
+        self.check_input(x)
+        features, w = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        latent = w[:, None].expand(-1, self.decoder.num_latent, -1)
+        noise = None if self.training else self.decoder.fixed_noise()
+
+        def skip_hook(resolution, feature):
+            resolution = int(resolution)  # a tensor while tracing
+            layer = self.skips[str(resolution)] if resolution in self.skip_resolutions else None
+            return feature if layer is None else layer(features[resolution], feature)
+
+        return self.decoder.synthesis(latent, noise, feature_hook=skip_hook, dtype=x.dtype)

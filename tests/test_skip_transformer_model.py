@@ -1,0 +1,231 @@
+"""SkipTransformerModel: losses, parameter groups, FreezeD, VGG start-up check, BasicSR training,
+validation and resume; plus the evidence that ST learns to restore faces."""
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import REPO, face_crops, run, write_options
+from torch.nn import functional as F
+
+import dlst_plugin  # noqa: F401
+from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
+from dlst_plugin.models.skip_transformer_model import SkipTransformerModel
+
+TINY = REPO / 'tests' / 'options' / 'train_st_tiny.yml'
+
+
+def model_options(tmp_path, **train_updates):
+    """The tiny option file as BasicSR's parser would hand it to the model (single CPU process)."""
+    opt = yaml.safe_load(TINY.read_text())
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
+    opt['train'].update(copy.deepcopy(train_updates))
+    return opt
+
+
+def batch(size=32, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+
+
+def test_optimizer_groups_follow_paper_lrs(tmp_path):
+    opt = model_options(tmp_path, optim_g={'type': 'Adam', 'lr': 5e-5, 'decoder_lr': 5e-6, 'betas': [0.5, 0.99]})
+    model = SkipTransformerModel(opt)
+    groups = {g['name']: g for g in model.optimizer_g.param_groups}
+    assert {k: g['lr'] for k, g in groups.items()} == {'encoder': 5e-5, 'skip': 5e-5, 'decoder': 5e-6}
+    assert all(g['betas'] == (0.5, 0.99) for g in groups.values())
+    net = model.net_g
+    assert {id(p) for p in groups['decoder']['params']} == {id(p) for p in net.param_groups()['decoder']}
+    assert len(model.schedulers) == 2  # generator and discriminator, both CosineAnnealingRestartLR
+
+
+def test_decoder_lr_defaults_to_a_tenth(tmp_path):
+    model = SkipTransformerModel(model_options(tmp_path, optim_g={'type': 'Adam', 'lr': 1e-4}))
+    lrs = {g['name']: g['lr'] for g in model.optimizer_g.param_groups}
+    assert lrs['decoder'] == pytest.approx(1e-5) and lrs['skip'] == 1e-4
+
+
+def test_step_logs_every_loss_and_keeps_frozen_weights(tmp_path):
+    opt = model_options(tmp_path)
+    opt['network_d']['num_frozen_blocks'] = 2
+    model = SkipTransformerModel(opt)
+    d = model.net_d
+    frozen_before = [p.clone() for p in d.frozen_parameters()]
+    trainable_before = [p.clone() for p in d.trainable_parameters()]
+    mapping_before = [p.clone() for p in model.net_g.decoder.style_mlp.parameters()]
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert set(model.log_dict) >= {'l_pix', 'l_percep', 'l_g_gan', 'l_d_real', 'l_d_fake'}
+    assert all(np.isfinite(v) for v in model.log_dict.values())
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, d.frozen_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(trainable_before, d.trainable_parameters()))
+    assert all(not p.requires_grad for p in d.frozen_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(mapping_before, model.net_g.decoder.style_mlp.parameters()))
+
+
+def test_visuals_are_in_unit_range(tmp_path):
+    model = SkipTransformerModel(model_options(tmp_path))
+    data = batch()
+    model.feed_data(data)
+    model.test()
+    visuals = model.get_current_visuals()
+    torch.testing.assert_close(visuals['gt'], (data['gt'] + 1) / 2)
+    assert visuals['result'].shape == data['gt'].shape
+
+
+def test_missing_vgg_weights_stop_at_start_up_with_one_message(tmp_path, monkeypatch):
+    monkeypatch.setenv('DLST_WEIGHTS_DIR', str(tmp_path / 'weights'))
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    opt = model_options(tmp_path)
+    del opt['train']['perceptual_opt']['random_init']
+    with pytest.raises(SystemExit) as exc:
+        SkipTransformerModel(opt)
+    message = str(exc.value)
+    assert 'vgg16-397923af.pth' in message and str(tmp_path / 'weights') in message
+
+
+def test_pretrained_discriminator_is_loaded(tmp_path):
+    from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
+    torch.manual_seed(3)
+    d = PureStyleGAN2Discriminator(32, channel_multiplier=1, narrow=1 / 32)
+    torch.save({'params': d.state_dict()}, tmp_path / 'd.pth')
+    opt = model_options(tmp_path)
+    opt['path']['pretrain_network_d'] = str(tmp_path / 'd.pth')
+    model = SkipTransformerModel(opt)
+    assert all(torch.equal(v, model.net_d.state_dict()[k]) for k, v in d.state_dict().items())
+
+
+def _face_tensors(folder, size, count, seed):
+    paths = face_crops(folder, size=size, count=count, seed=seed)
+    imgs = np.stack([cv2.imread(str(p))[:, :, ::-1].astype(np.float32) / 255 for p in paths])
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2) * 2 - 1
+
+
+def _degrade(gt, generator, noise=0.15):
+    """Blur (binomial 5x5) + Gaussian noise: a degraded copy of faces in [-1, 1]."""
+    taps = torch.tensor([1., 4., 6., 4., 1.])
+    kernel = (taps[:, None] * taps[None]) / 256
+    blurred = F.conv2d(F.pad(gt, (2, 2, 2, 2), mode='reflect'), kernel.expand(3, 1, 5, 5), groups=3)
+    return (blurred + noise * torch.randn(gt.shape, generator=generator)).clamp(-1, 1)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks are bound by per-op overhead: one thread is as fast, and far faster when
+    other processes compete for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_st_learns_to_restore_held_out_faces(tmp_path, one_thread):
+    """A 32 px ST trained 200 iterations on degraded crops of the sample faces brings the L2 of
+    held-out crops (other seed: other crops, noise) well below the degraded input's."""
+    torch.manual_seed(0)
+    train = _face_tensors(tmp_path / 'train', 32, 24, seed=0)
+    held_gt = _face_tensors(tmp_path / 'held', 32, 8, seed=1)
+    held_lq = _degrade(held_gt, torch.Generator().manual_seed(99))
+    net = SkipTransformer(32, num_style_feat=64, num_mlp=1, narrow=1 / 16, skip_resolutions=[8, 16, 32])
+    optim = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=3e-3, betas=(0.9, 0.99))
+    iters = 200
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, iters, eta_min=1e-4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(iters):
+        gt = train[torch.randint(0, len(train), (8, ), generator=g)]
+        loss = F.mse_loss(net(_degrade(gt, g)), gt)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        sched.step()
+    net.eval()
+    with torch.no_grad():
+        restored = F.mse_loss(net(held_lq), held_gt).item()
+    identity = F.mse_loss(held_lq, held_gt).item()
+    assert restored < 0.6 * identity, f'held-out L2 {restored:.4f} vs identity {identity:.4f}'
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    face_crops(tmp_path / 'faces', size=32, count=6, seed=0)
+    face_crops(tmp_path / 'val', size=32, count=2, seed=1)
+    val = {'name': 'val_faces', 'type': 'DegradedFaceDataset', 'dataroot_gt': str(tmp_path / 'val'),
+           'io_backend': {'type': 'disk'}, 'out_size': 32, 'mean': [0.5] * 3, 'std': [0.5] * 3, 'seed': 7}
+    metrics = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
+               'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}
+    return write_options(TINY, tmp_path / 'st.yml', {
+        'datasets:train:dataroot_gt': str(tmp_path / 'faces'), 'datasets:val': val,
+        'val': {'val_freq': 4, 'save_img': True, 'metrics': metrics}})
+
+
+@pytest.mark.slow
+def test_basicsr_train_trains_validates_saves_and_resumes(tmp_path, tiny_run):
+    proc = run(['python', '-m', 'basicsr.train', '-opt', tiny_run], cwd=tmp_path)
+    exp = tmp_path / 'experiments' / 'tiny_st'
+    log = proc.stdout + proc.stderr
+    assert 'End of training' in log and '# psnr' in log and '# ssim' in log, log[-3000:]
+    assert len(list((exp / 'visualization').rglob('*_4.png'))) == 2
+    saved = torch.load(exp / 'models' / 'net_g_latest.pth', map_location='cpu', weights_only=True)
+    assert set(saved) == {'params', 'params_ema'}
+    assert (exp / 'models' / 'net_d_latest.pth').is_file()
+
+    before = torch.load(exp / 'training_states' / '4.state', map_location='cpu', weights_only=True)
+    run(['python', '-m', 'basicsr.train', '-opt', tiny_run, '--auto_resume', '--force_yml', 'train:total_iter=6'],
+        cwd=tmp_path)
+    state = torch.load(exp / 'training_states' / '6.state', map_location='cpu', weights_only=True)
+    assert state['iter'] == 6
+    for optimizer in state['optimizers']:  # G and D: Adam continued from 4 steps
+        assert {int(s['step']) for s in optimizer['state'].values()} == {6}
+    assert [s['last_epoch'] for s in state['schedulers']] == [s['last_epoch'] + 2 for s in before['schedulers']]
+    assert len(state['optimizers'][0]['param_groups']) == 3
+
+
+@pytest.mark.parametrize('name', ['train_dlst.yml', 'train_dlst_noattn.yml', 'test_dlst.yml'])
+def test_option_files_build_the_paper_network(name):
+    opt = yaml.safe_load((REPO / 'options' / name).read_text())
+    net_opt = {k: v for k, v in opt['network_g'].items() if k not in ('type', 'decoder_load_path')}
+    with torch.device('meta'):
+        net = SkipTransformer(**net_opt)
+    assert opt['model_type'] == 'SkipTransformerModel' and net.out_size == 512
+    assert net.skip_resolutions == [8, 16, 32, 64, 128, 256]
+    assert net.attention == (name != 'train_dlst_noattn.yml')
+    if name.startswith('train'):
+        train = opt['train']
+        assert (train['optim_g']['lr'], train['optim_g']['decoder_lr'], train['optim_d']['lr']) == (5e-5, 5e-6, 5e-5)
+        assert train['total_iter'] == 220000 and opt['datasets']['train']['batch_size_per_gpu'] == 8
+        assert (train['pixel_opt']['loss_weight'], train['perceptual_opt']['loss_weight'],
+                train['gan_opt']['loss_weight'], train['gan_opt']['gan_type']) == (1.0, 0.02, 0.02, 'vanilla')
+
+
+@pytest.mark.slow
+def test_test_option_restores_a_folder(tmp_path):
+    """options/test_dlst.yml, shrunk to a 32 px network, restores every face of a folder."""
+    face_crops(tmp_path / 'lq', size=32, count=3, seed=2)
+    net_opt = yaml.safe_load(TINY.read_text())['network_g']
+    torch.manual_seed(0)
+    net = SkipTransformer(**{k: v for k, v in net_opt.items() if k != 'type'})
+    torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, tmp_path / 'st.pth')
+    opt = write_options(REPO / 'options' / 'test_dlst.yml', tmp_path / 'test.yml', {
+        'datasets:test_1:dataroot_lq': str(tmp_path / 'lq'), 'network_g': {**net_opt, 'skip_resolutions': [8, 16]},
+        'path:pretrain_network_g': str(tmp_path / 'st.pth'), 'val:metrics': None, 'num_gpu': 0})
+    run(['python', '-m', 'dlst_plugin.test', '-opt', opt], cwd=tmp_path)
+    out = sorted((tmp_path / 'results').rglob('*.png'))
+    assert len(out) == 3 and cv2.imread(str(out[0])).shape == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_training_without_vgg_file_exits_with_one_message(tmp_path):
+    face_crops(tmp_path / 'faces', size=32, count=2, seed=0)
+    opt = write_options(TINY, tmp_path / 'st.yml', {'datasets:train:dataroot_gt': str(tmp_path / 'faces'),
+                                                    'train:perceptual_opt:random_init': False})
+    proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path, check=False, timeout=120,
+               DLST_WEIGHTS_DIR=tmp_path / 'weights', TORCH_HOME=tmp_path / 'torch_home')
+    assert proc.returncode != 0
+    assert 'vgg16-397923af.pth' in proc.stderr and str(tmp_path / 'weights') in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not list((tmp_path / 'experiments').rglob('*.pth'))
