@@ -47,14 +47,16 @@ def main():
             seconds = time_call(fn, repeat=args.repeat)
             flops = count_flops(fn)
             rows[name] = seconds
-            print(f'{name:42s} {seconds * 1000:8.1f} ms  {flops / 1e9:6.1f} GFLOPs  {flops / 1e9 / seconds:6.1f} GFLOP/s')
+            print(f'{name:42s} {seconds * 1000:8.1f} ms  {flops / 1e9:6.1f} GFLOPs  '
+                  f'{flops / 1e9 / seconds:6.1f} GFLOP/s')
         diff = (nets['dlst PureStyleGAN2Generator fp32']() - nets['BasicSR StyleGAN2Generator (torch act)']()).abs()
         bf16 = (nets['dlst PureStyleGAN2Generator bf16']().float() - nets['BasicSR StyleGAN2Generator (torch act)']())
-    base = rows['BasicSR StyleGAN2Generator (torch act)']
-    print(f'speed-up over BasicSR: fp32 {base / rows["dlst PureStyleGAN2Generator fp32"]:.2f}x, '
-          f'bf16 {base / rows["dlst PureStyleGAN2Generator bf16"]:.2f}x')
+    base, fp32 = rows['BasicSR StyleGAN2Generator (torch act)'], rows['dlst PureStyleGAN2Generator fp32']
+    bf16_time = rows['dlst PureStyleGAN2Generator bf16']
+    print(f'speed-up over BasicSR: fp32 {base / fp32:.2f}x, bf16 {base / bf16_time:.2f}x')
     if 'GFP-GAN StyleGAN2GeneratorClean' in rows:
-        print(f'vs GFP-GAN clean: fp32 {rows["GFP-GAN StyleGAN2GeneratorClean"] / rows["dlst PureStyleGAN2Generator fp32"]:.2f}x')
+        print(f'speed-up over GFP-GAN clean: fp32 {rows["GFP-GAN StyleGAN2GeneratorClean"] / fp32:.2f}x')
+    print(f'native bf16 convolutions on this CPU: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}')
     print(f'max abs diff to BasicSR: fp32 {diff.max().item():.2e}, bf16 {bf16.abs().max().item():.2e} '
           f'(output range +-{nets["dlst PureStyleGAN2Generator fp32"]().abs().max().item():.2f})')
 

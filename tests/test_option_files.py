@@ -1,5 +1,4 @@
 """The user-facing option files name registered types and mark the paths a user must set."""
-from pathlib import Path
 
 import pytest
 import yaml

@@ -5,8 +5,14 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from dlst_plugin.archs.stylegan2_layers import (RESAMPLE_KERNEL, ConvLayer, EqualLinear, ResBlock, log2_size,
-                                                stylegan2_channels)
+from dlst_plugin.archs.stylegan2_layers import (
+    RESAMPLE_KERNEL,
+    ConvLayer,
+    EqualLinear,
+    ResBlock,
+    log2_size,
+    stylegan2_channels,
+)
 
 
 @ARCH_REGISTRY.register()

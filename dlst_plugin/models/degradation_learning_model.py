@@ -25,9 +25,9 @@ from dlst_plugin.models.degradation_learning_utils import (
     ema_update,
     image_statistics,
     mean_statistics,
-    missing_pretrained_files,
     pair_grid,
 )
+from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
 
 VAL_CODES_SEED = 2023  # the validation grid shows the same z at every validation (and after resume)
 
@@ -46,11 +46,8 @@ class DegradationLearningModel(BaseModel):
     """
 
     def __init__(self, opt):
-        problems = missing_pretrained_files(opt)
-        if problems:
-            message = 'missing pretrained files:\n  ' + '\n  '.join(problems)
-            get_root_logger().error(message)
-            raise SystemExit(f'error: {message}')
+        stop_if_pretrained_files_missing(opt, network_keys=('pretrained', ), vgg_opt_key='vgg_opt',
+                                         default_vgg='vgg19')
         super().__init__(opt)
         self.net_g = self.model_to_device(build_network(opt['network_g']))
         self.print_network(self.net_g)

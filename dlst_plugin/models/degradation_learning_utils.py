@@ -4,7 +4,6 @@ The statistics say whether the green network is learning the real LQ style (pape
 its high-frequency energy and contrast should move from the clean (red) values towards the
 real LQ values, while its mean colour stays at the red one (the L2 and pooled VGG terms' job).
 """
-import os.path as osp
 
 import numpy as np
 import torch
@@ -85,21 +84,3 @@ def ema_update(ema_params, params, decay):
     """ema = decay * ema + (1 - decay) * current, parameter by parameter."""
     for p_ema, p in zip(ema_params, params):
         p_ema.mul_(decay).add_(p.detach(), alpha=1 - decay)
-
-
-def missing_pretrained_files(opt):
-    """One message per file the options name but the disk lacks (the StyleGAN2 checkpoint, the
-    discriminator, a degrader to continue from, VGG19 weights), so a run stops before any work."""
-    from dlst_plugin.losses.vgg_loss import find_vgg_weights
-    checks = [('network_g.pretrained', (opt.get('network_g') or {}).get('pretrained'))]
-    paths = opt.get('path') or {}
-    checks += [(f'path.{key}', paths.get(key)) for key in ('pretrain_network_g', 'pretrain_network_d')]
-    problems = [f'{key}: file not found: {path}' for key, path in checks
-                if path and not osp.isfile(osp.expanduser(path))]
-    vgg = (opt.get('train') or {}).get('vgg_opt') if opt.get('is_train') else None
-    if vgg and not vgg.get('random_init', False):
-        try:
-            find_vgg_weights(vgg.get('vgg_type', 'vgg19'), vgg.get('weights_path'), vgg.get('weights_dir'))
-        except FileNotFoundError as err:
-            problems.append(f'train.vgg_opt: {err}')
-    return problems

@@ -5,7 +5,6 @@ the option file; a StyleGAN2 discriminator; Adam with separate parameter groups 
 encoder, the skip layers and the decoder; EMA of the generator; BasicSR's validation (PSNR,
 SSIM, NIQE), image saving and resume, inherited from ``SRModel``.
 """
-import os.path as osp
 from collections import OrderedDict
 
 from basicsr.archs import build_network
@@ -14,28 +13,9 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
+
 DECODER_LR_FACTOR = 0.1  # decoder lr = encoder lr / 10 unless optim_g.decoder_lr is set (paper 3.3.5)
-
-
-def missing_pretrained_files(opt):
-    """One message per pretrained file the options name but the disk lacks (VGG weights,
-    decoder / discriminator checkpoints), so training stops before any work starts."""
-    from dlst_plugin.losses.vgg_loss import VGG_WEIGHT_FILES, find_vgg_weights
-    problems = []
-    percep = (opt.get('train') or {}).get('perceptual_opt') if opt.get('is_train') else None
-    if percep and percep.get('type') == 'VGGPerceptualLoss' and not percep.get('random_init', False):
-        vgg_type = percep.get('vgg_type', 'vgg16')
-        if vgg_type in VGG_WEIGHT_FILES:
-            try:
-                find_vgg_weights(vgg_type, percep.get('weights_path'), percep.get('weights_dir'))
-            except FileNotFoundError as err:
-                problems.append(f'train.perceptual_opt: {err}')
-    checks = [('network_g.decoder_load_path', (opt.get('network_g') or {}).get('decoder_load_path'))]
-    checks += [(f'path.{key}', opt['path'].get(key)) for key in ('pretrain_network_g', 'pretrain_network_d')]
-    for key, path in checks:
-        if path and not osp.isfile(osp.expanduser(path)):
-            problems.append(f'{key}: file not found: {path}')
-    return problems
 
 
 @MODEL_REGISTRY.register()
@@ -51,11 +31,8 @@ class SkipTransformerModel(SRModel):
     """
 
     def __init__(self, opt):
-        problems = missing_pretrained_files(opt)
-        if problems:
-            message = 'missing pretrained files:\n  ' + '\n  '.join(problems)
-            get_root_logger().error(message)
-            raise SystemExit(f'error: {message}')
+        stop_if_pretrained_files_missing(opt, network_keys=('decoder_load_path', ), vgg_opt_key='perceptual_opt',
+                                         default_vgg='vgg16')
         super().__init__(opt)
 
     # --- set-up ------------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+"""Stop a run before any work when a weight file its options name is missing (both models).
+
+Users otherwise learn of a missing VGG or StyleGAN2 file minutes in, from a deep traceback; here the
+run ends at start-up with one line per file, naming the option and the path."""
+import os.path as osp
+
+from basicsr.utils import get_root_logger
+
+
+def missing_pretrained_files(opt, network_keys, vgg_opt_key, default_vgg):
+    """One message per missing file: ``network_g.<key>`` for each of ``network_keys``,
+    ``path.pretrain_network_g/_d``, and the VGG weights of ``train.<vgg_opt_key>`` (when training
+    without ``random_init``)."""
+    from dlst_plugin.losses.vgg_loss import VGG_WEIGHT_FILES, find_vgg_weights
+    problems = []
+    loss = (opt.get('train') or {}).get(vgg_opt_key) if opt.get('is_train') else None
+    if loss and not loss.get('random_init', False):
+        vgg_type = loss.get('vgg_type', default_vgg)
+        if vgg_type in VGG_WEIGHT_FILES:
+            try:
+                find_vgg_weights(vgg_type, loss.get('weights_path'), loss.get('weights_dir'))
+            except FileNotFoundError as err:
+                problems.append(f'train.{vgg_opt_key}: {err}')
+    checks = [(f'network_g.{key}', (opt.get('network_g') or {}).get(key)) for key in network_keys]
+    paths = opt.get('path') or {}
+    checks += [(f'path.{key}', paths.get(key)) for key in ('pretrain_network_g', 'pretrain_network_d')]
+    problems += [f'{key}: file not found: {path}' for key, path in checks
+                 if path and not osp.isfile(osp.expanduser(path))]
+    return problems
+
+
+def stop_if_pretrained_files_missing(opt, **kwargs):
+    problems = missing_pretrained_files(opt, **kwargs)
+    if problems:
+        message = 'missing pretrained files:\n  ' + '\n  '.join(problems)
+        get_root_logger().error(message)
+        raise SystemExit(f'error: {message}')
