@@ -1,6 +1,6 @@
 """``dlst-demo``: the whole DL-ST pipeline on the shipped sample photos, on a CPU, in minutes.
 
-Stages (each skipped when its output exists, so an interrupted demo continues):
+Stages (each one that finished is skipped on a rerun, so an interrupted demo continues):
   photos    "in-the-wild" photos: sample photos rescaled, rotated and degraded by a hidden process
   real_lq   dlst-collect-lq-faces: detect, crop, align the real LQ faces (paper 3.2.1)
   hq        HQ faces from the clean photos, aligned, into an LMDB (the FFHQ stand-in)
@@ -106,6 +106,16 @@ def make_photos(photos, out_dir, variants, seed, degrade):
                 cv2.imwrite(f'{name}.png', var)
 
 
+def photos_with_faces(out):
+    """The in-the-wild photos the collection stage found a face in (a hard profile may have none)."""
+    import csv
+    with open(out / 'real_lq' / 'faces.csv', newline='') as f:
+        sources = sorted({row['source'] for row in csv.DictReader(f)})
+    if not sources:
+        raise DemoError(f'no face was found in {out / "wild_photos"}')
+    return [out / 'wild_photos' / name for name in sources]
+
+
 def fill_options(template, dest, paths, iters):
     """Copy a demo option file with its FILLED_BY_DEMO entries set."""
     opt = yaml.safe_load(template.read_text())
@@ -159,7 +169,7 @@ def run_demo(args):
             ASSETS / 'demo_st.yml', opts / 'demo_st.yml', {
                 'dataroot_clean': out / 'pairs' / 'clean.lmdb', 'dataroot_degraded': out / 'pairs' / 'degraded.lmdb',
                 'dataroot_hq': out / 'hq.lmdb'}, st_iters)]),
-        'restore': lambda: run_step(out, 'restore', ['dlst_plugin.cli.restore', '-i', out / 'wild_photos', '-o',
+        'restore': lambda: run_step(out, 'restore', ['dlst_plugin.cli.restore', '-i', *photos_with_faces(out), '-o',
                                                      out / 'restored', '--opt', opts / 'demo_st.yml', '--model',
                                                      done['restorer'], '--compare']),
         'evaluate': lambda: run_step(out, 'evaluate', ['dlst_plugin.cli.evaluate', '--restored',
@@ -169,13 +179,18 @@ def run_demo(args):
         'report': lambda: write_report(out),
     }
     total = time.time()
+    markers = out / 'stages'
+    markers.mkdir(exist_ok=True)
     for i, stage in enumerate(STAGES, 1):
-        if done[stage].exists() and not args.restart:
+        marker = markers / f'{stage}.done'
+        if marker.exists() and done[stage].exists() and not args.restart:
             print(f'[{i}/{len(STAGES)}] {stage}: already done ({done[stage]})', flush=True)
             continue
         t0 = time.time()
         print(f'[{i}/{len(STAGES)}] {stage} ...', end=' ', flush=True)
+        marker.unlink(missing_ok=True)
         steps[stage]()
+        marker.write_text(f'{time.time() - t0:.1f} s\n')
         print(f'{time.time() - t0:.1f} s', flush=True)
     print(f'done in {time.time() - total:.0f} s: open {done["report"]}')
     print('The demo networks are tiny and random-initialised: they show the pipeline, not the paper\'s quality.')
