@@ -82,3 +82,13 @@ def fill_option_paths(template, dest, folder, updates=None):
     filled = {f'datasets:{phase}:{key}': str(folder) for phase, ds in opt['datasets'].items()
               for key, value in ds.items() if value == 'FILLED_BY_TEST'}
     return write_options(template, dest, {**filled, **(updates or {})})
+
+
+def call_main(main, argv):
+    """(exit code, stdout, stderr) of a command's ``main(argv)``, run in this process."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

@@ -1,10 +1,9 @@
 """dlst-export: TorchScript parity with PyTorch on the tiny Skip-Transformer, fixed noise, ONNX guards."""
-import contextlib
-import io
 import re
 
 import pytest
 import torch
+from helpers import call_main
 from test_restore import write_tiny_model
 
 from dlst_plugin.cli.export import main
@@ -14,10 +13,7 @@ pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning')
 
 
 def run_main(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+    return call_main(main, argv)
 
 
 @pytest.fixture(scope='module')

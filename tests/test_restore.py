@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import SAMPLE_FACES, run
+from helpers import SAMPLE_FACES, call_main, run
 
 from dlst_plugin import restoration
 from dlst_plugin.restoration import FaceRestorer, RestoreError, face_region, paste_back, resolve_device, to_bgr8
@@ -125,14 +125,8 @@ def test_large_photo_keeps_full_resolution(restorer):
 
 def run_main(argv):
     """(exit code, stdout, stderr) of dlst-restore's main, in this process."""
-    import contextlib
-    import io
-
     from dlst_plugin.cli.restore import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+    return call_main(main, argv)
 
 
 @pytest.fixture(scope='module')
