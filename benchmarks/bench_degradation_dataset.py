@@ -57,17 +57,22 @@ def time_samples(dataset, count, start):
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parse_dataset_bench_args(argv, description):
+    """Options shared by the dataset benchmarks; pins one thread (samples/s per data-loader worker)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--size', type=int, default=512, help='face size in pixels')
     parser.add_argument('--samples', type=int, default=48, help='samples per dataset per round')
     parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per dataset')
     parser.add_argument('--faces', type=int, default=24, help='distinct face images to write')
     args = parser.parse_args(argv)
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     np.random.seed(0)
+    return args
+
+
+def main(argv=None):
+    args = parse_dataset_bench_args(argv, __doc__.split('\n')[0])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / 'faces'
         face_crops(root, size=args.size, count=args.faces, seed=0)

@@ -11,7 +11,6 @@ are GFP-GAN's HQ faces, the FFHQ source and the clean faces of the pairs; the "d
 the pairs are blurred copies. Same degradation block (GFP-GAN's train_gfpgan_v1.yml); rounds
 alternate so machine load hits all alike; CPU time of this single-threaded process.
 """
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,9 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'tests')]
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from bench_degradation_dataset import GFPGAN_V1_BLOCK, gfpgan_dataset, time_samples  # noqa: E402
+from bench_degradation_dataset import (  # noqa: E402
+    GFPGAN_V1_BLOCK,
+    gfpgan_dataset,
+    parse_dataset_bench_args,
+    time_samples,
+)
 from helpers import face_crops  # noqa: E402
 
 import dlst_plugin  # noqa: E402,F401
@@ -30,16 +32,7 @@ from dlst_plugin.data.second_order_face_dataset import SecondOrderFaceDataset  #
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--size', type=int, default=512, help='face size in pixels')
-    parser.add_argument('--samples', type=int, default=48, help='samples per dataset per round')
-    parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per dataset')
-    parser.add_argument('--faces', type=int, default=24, help='distinct face images to write')
-    args = parser.parse_args(argv)
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    np.random.seed(0)
+    args = parse_dataset_bench_args(argv, __doc__.split('\n')[0])
     with tempfile.TemporaryDirectory() as tmp:
         faces = Path(tmp) / 'faces'
         paths = face_crops(faces, size=args.size, count=args.faces, seed=0)
