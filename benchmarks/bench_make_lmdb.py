@@ -1,6 +1,6 @@
 """Images/s of dlst-make-lmdb vs BasicSR's make_lmdb_from_imgs on the same images, and LMDB read speed.
 
-Question (SPEC.md section 7: BasicSR's make_lmdb_from_imgs makes about 75 images/s at 512 px):
+Question (docs/design.md#toolchain: BasicSR's make_lmdb_from_imgs makes about 75 images/s at 512 px):
 with two worker processes, does dlst-make-lmdb write at least 1.5x as many images/s? And how
 fast do BasicSR's FileClient + imfrombytes read the result back, against reading the PNG folder?
 

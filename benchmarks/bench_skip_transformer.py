@@ -6,7 +6,7 @@ ST in float32 and bfloat16 and GFPGANv1Clean (channel multiplier 1) in float32 (
 --baseline-bf16); GFLOPs and parameters of ST's parts; the bf16-vs-fp32 PSNR of ST's output.
 Each measurement runs in its own process (clean memory high-water mark, no shared caches).
 
-Targets (issue "Skip-Transformer", SPEC.md section 7): ST fp32 GFLOP/s >= GFPGANv1Clean's; ST bf16
+Targets (issue "Skip-Transformer", docs/design.md#toolchain): ST fp32 GFLOP/s >= GFPGANv1Clean's; ST bf16
 faster per face than GFPGANv1Clean fp32 with bf16 output >= 35 dB PSNR of fp32.
 
     python benchmarks/bench_skip_transformer.py [--size 512] [--repeats 3] [--threads N] [--weights ST.pth]
@@ -74,14 +74,16 @@ def st_parts(net, x):
             'decoder': (total - encoder - skips, params['decoder'])}
 
 
-def measure(name, dtype_name, size, repeats, threads, weights, queue):
+def measure(name, dtype_name, size, repeats, threads, weights, device, queue):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     if threads:
         torch.set_num_threads(threads)
     dtype = getattr(torch, dtype_name)
-    net = build(name, size, weights).to(dtype)
-    x = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(dtype)
+    net = build(name, size, weights).to(device, dtype)
+    x = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device, dtype)
+    cuda = device == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     result = {'threads': torch.get_num_threads()}
     with torch.no_grad():
         def forward():
@@ -92,17 +94,20 @@ def measure(name, dtype_name, size, repeats, threads, weights, queue):
         result['flops'] = counter.get_total_flops()
         if name == 'ST' and dtype_name == 'float32':
             result['parts'] = st_parts(net, x)
-        forward()  # warm-up (oneDNN primitives, allocator)
+        forward()  # warm-up (oneDNN primitives / cuDNN plans, allocator)
         rss_before = _rss_kib('VmRSS:')
-        result['peak_valid'] = _reset_peak_rss()
+        result['peak_valid'] = torch.cuda.reset_peak_memory_stats() is None if cuda else _reset_peak_rss()
         times = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             out = forward()
+            sync()
             times.append(time.perf_counter() - start)
-        result['peak_mib'] = (_rss_kib('VmHWM:') - rss_before) / 1024
+        result['peak_mib'] = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+                              else (_rss_kib('VmHWM:') - rss_before) / 1024)
         result['seconds'] = statistics.median(times)
-        result['output'] = out.float().numpy() if name == 'ST' else None
+        result['output'] = out.float().cpu().numpy() if name == 'ST' else None
     queue.put(result)
 
 
@@ -129,6 +134,8 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=0, help='torch threads (default: torch\'s choice)')
     parser.add_argument('--weights', default=None, help='trained ST checkpoint (default: random weights)')
     parser.add_argument('--baseline-bf16', action='store_true', help='also time GFPGANv1Clean in bfloat16')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
+                        help='cpu: peak memory is the process RSS; cuda: CUDA max allocated')
     args = parser.parse_args(argv)
     try:
         import gfpgan  # noqa: F401
@@ -144,10 +151,11 @@ def main(argv=None):
             configs.insert(1, ('GFPGANv1Clean', 'bfloat16'))
     results = {}
     for name, dtype in configs:
-        results[name, dtype] = run_isolated(name, dtype, args.size, args.repeats, args.threads, args.weights)
+        results[name, dtype] = run_isolated(name, dtype, args.size, args.repeats, args.threads, args.weights,
+                                            args.device)
 
     threads = next(iter(results.values()))['threads']
-    print(f'\n{args.size} px, batch 1, {threads} threads, ST weights: {args.weights or "random"}')
+    print(f'\n{args.size} px, batch 1, {args.device}, {threads} threads, ST weights: {args.weights or "random"}')
     print(f'{"model":<15}{"dtype":<10}{"s/face":>9}{"peak MiB":>10}{"GFLOPs":>9}{"GFLOP/s":>9}')
     for (name, dtype), r in results.items():
         peak = f'{r["peak_mib"]:.0f}' if r['peak_valid'] else 'n/a'

@@ -1,6 +1,6 @@
 """Import every ``*<suffix>.py`` module of a sub-package, so their registrations run.
 
-BasicSR scans only its own folders (SPEC.md section 7); the plugin scans its own here.
+BasicSR scans only its own folders (docs/design.md#toolchain); the plugin scans its own here.
 """
 import importlib
 import pkgutil

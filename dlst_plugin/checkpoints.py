@@ -1,18 +1,25 @@
-"""Read StyleGAN2 checkpoints of the common layouts into BasicSR's layout (SPEC.md section 2).
+"""Read StyleGAN2 checkpoints of the common layouts into BasicSR's layout (docs/design.md#stylegan2).
 
-Layouts: ``basicsr`` (BasicSR / GFP-GAN ``StyleGAN2Generator``/``Discriminator``, the layout of
-``PureStyleGAN2Generator``/``Discriminator``), ``rosinality`` (stylegan2-pytorch ``Generator``/
-``Discriminator``: same math, other names, blur kernels stored as buffers) and ``gfpgan_clean``
-(GFP-GAN's ``StyleGAN2GeneratorClean``: plain ``nn.Linear``/unscaled weights, rescaled here so
-the mapping network, the modulations and every 4 px layer compute the same values; its bilinear
-up-sampling cannot be carried over, so images above 4 px differ).
+Layouts (their key tables live in :mod:`dlst_plugin.checkpoint_layouts`):
+
+- ``basicsr``: BasicSR / GFP-GAN ``StyleGAN2Generator``/``Discriminator``, the layout of
+  ``PureStyleGAN2Generator``/``Discriminator``;
+- ``rosinality``: stylegan2-pytorch ``Generator``/``Discriminator``: same math, other names, blur
+  kernels stored as buffers;
+- ``gfpgan_clean``: GFP-GAN's ``StyleGAN2GeneratorClean``: plain ``nn.Linear``/unscaled weights,
+  rescaled here so the mapping network, the modulations and every 4 px layer compute the same
+  values; its bilinear up-sampling cannot be carried over, so images above 4 px differ;
+- ``mmagic``: MMagic / mmediting ``StyleGAN2Generator``/``Discriminator`` (the StyleGAN2 priors
+  GLEAN starts from): same math, other names, equalised-lr weights stored as ``weight_orig``,
+  blur kernels as buffers; the networks sit under ``generator_ema.``/``generator.``/
+  ``discriminator.`` (optionally ``.module.``), in mmengine's ``state_dict`` or at the top level.
+  The EMA generator is preferred.
 
 A checkpoint either maps completely onto the target network or loading stops with a
 :class:`CheckpointLayoutError` naming the missing, unexpected and mis-shaped keys.
 """
 import argparse
 import logging
-import math
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -20,43 +27,25 @@ from pathlib import Path
 
 import torch
 
-LAYOUTS = ('basicsr', 'rosinality', 'gfpgan_clean')
-KINDS = ('generator', 'discriminator')
-# where checkpoints keep each network, best first ('' = the file is the state dict itself)
-CONTAINER_KEYS = {'generator': ('params_ema', 'params', 'g_ema', 'g', 'state_dict', ''),
-                  'discriminator': ('params_d', 'd', 'params', 'state_dict', '')}
-STRIP_PREFIX = 'module.'  # DataParallel / DistributedDataParallel wrappers
-SUBNET_PREFIX = 'stylegan_decoder.'  # GFP-GAN restorers keep their StyleGAN2 decoder here
-# one key only each (layout, kind) has: how a state dict is recognised
-SIGNATURES = {
-    ('basicsr', 'generator'): 'style_conv1.activate.bias',
-    ('rosinality', 'generator'): 'conv1.activate.bias',
-    ('gfpgan_clean', 'generator'): 'style_conv1.bias',
-    ('basicsr', 'discriminator'): 'conv_body.0.0.weight',
-    ('rosinality', 'discriminator'): 'convs.0.0.weight',
-}
-# rosinality name -> BasicSR name (full matches; anything else keeps its name)
-ROSINALITY_RULES = {
-    'generator': (
-        (r'style\.(\d+)\.(weight|bias)', r'style_mlp.\1.\2'),
-        (r'input\.input', 'constant_input.weight'),
-        (r'conv1\.conv\.(.+)', r'style_conv1.modulated_conv.\1'),
-        (r'conv1\.noise\.weight', 'style_conv1.weight'),
-        (r'conv1\.activate\.bias', 'style_conv1.activate.bias'),
-        (r'convs\.(\d+)\.conv\.(.+)', r'style_convs.\1.modulated_conv.\2'),
-        (r'convs\.(\d+)\.noise\.weight', r'style_convs.\1.weight'),
-        (r'convs\.(\d+)\.activate\.bias', r'style_convs.\1.activate.bias'),
-        (r'(to_rgb1|to_rgbs\.\d+)\.conv\.(.+)', r'\1.modulated_conv.\2'),
-        (r'noises\.noise_(\d+)', r'noises.noise\1'),
-    ),
-    'discriminator': ((r'convs\.(.+)', r'conv_body.\1'), ),
-}
-BLUR_KERNEL_KEY = re.compile(r'.*\.(blur|upsample|\d+)\.kernel')  # rosinality's FIR buffers: fixed, not learnt
+from dlst_plugin.checkpoint_layouts import (
+    CONTAINER_KEYS,
+    KINDS,
+    LAYOUTS,
+    SIGNATURES,
+    STRIP_PREFIX,
+    SUBNET_PREFIXES,
+    from_gfpgan_clean,
+    from_mmagic,
+    from_rosinality,
+)
+from dlst_plugin.errors import InputError
+
 MAX_LISTED = 12
+MMLAB_PACKAGES = ('mmengine', 'mmcv', 'mmagic', 'mmedit', 'mmgen')  # whose objects training saves may pickle
 logger = logging.getLogger(__name__)
 
 
-class CheckpointLayoutError(ValueError):
+class CheckpointLayoutError(InputError, ValueError):
     """A checkpoint that cannot be read or does not match the network it is meant for."""
 
 
@@ -68,8 +57,9 @@ class Conversion:
     kind: str
     source: str  # where in the file: container key and prefix
     renamed: list = field(default_factory=list)  # (source key, BasicSR key) pairs whose name changed
-    dropped: list = field(default_factory=list)  # source keys with no BasicSR counterpart (blur kernels)
+    dropped: list = field(default_factory=list)  # source keys with no BasicSR counterpart (fixed buffers)
     rescaled: int = 0  # tensors whose values were rescaled (gfpgan_clean)
+    extras: dict = field(default_factory=dict)  # tensors kept beside the network (MMagic's w_avg as latent_avg)
 
 
 def listing(keys):
@@ -79,15 +69,21 @@ def listing(keys):
 
 
 def read_checkpoint(path):
-    """``torch.load(weights_only=True)`` with one clear error naming the file when it fails.
+    """The dict a checkpoint file holds, with one clear error naming the file when it cannot be read.
 
-    ``argparse.Namespace`` is allowed: rosinality's training checkpoints store their options in one.
+    ``.pth`` / ``.pt`` / ``.ckpt``: ``torch.load(weights_only=True)`` (``argparse.Namespace`` is allowed:
+    rosinality's training checkpoints store their options in one). ``.safetensors``: the tensors; a file
+    ``dlst-export`` wrote (its header holds the plugin's metadata) reads back in the layout it was exported
+    from, ``{'params_ema': tensors, 'params': tensors, 'meta': {...}}``; any other safetensors file is its
+    flat dict of tensors, as a ``.pth`` holding a bare state dict would be.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if path.is_dir():
         raise CheckpointLayoutError(f'{path} is a folder, not a checkpoint file')
+    if path.suffix.lower() == '.safetensors':
+        return read_safetensors(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location='cpu', weights_only=True)
@@ -95,19 +91,96 @@ def read_checkpoint(path):
         unsafe = re.search(r'GLOBAL ([\w.]+)', str(err))
         if unsafe:
             raise CheckpointLayoutError(f'{path} holds Python objects ({unsafe[1]}) that are not loaded for safety '
-                                        '(torch.load weights_only=True); re-save it with tensors only') from None
-        raise CheckpointLayoutError(f'{path} is not a PyTorch checkpoint ({_first_line(err)})') from None
+                                        f'(torch.load weights_only=True); {_resave_hint(unsafe[1])}') from None
+        raise _unreadable(path, err, 'a PyTorch checkpoint') from None
     except Exception as err:  # torch raises RuntimeError/EOFError/... for damaged files
         hint = '; convert NVIDIA .pkl files with rosinality\'s convert_weight.py first' if path.suffix == '.pkl' else ''
-        reason = _first_line(err)
-        raise CheckpointLayoutError(f'{path} is not a PyTorch checkpoint or is truncated ({reason}){hint}') from None
+        raise _unreadable(path, err, 'a PyTorch checkpoint', ' or is truncated', hint) from None
     if not isinstance(obj, dict):
         raise CheckpointLayoutError(f'{path} holds a {type(obj).__name__}, not a dict of tensors')
     return obj
 
 
+def read_safetensors(path):
+    """A ``.safetensors`` file as :func:`read_checkpoint` returns it (CPU tensors)."""
+    from dlst_plugin.checkpoint_meta import META_KEY, metadata_from_header
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:  # a core dependency: only a broken install gets here
+        raise CheckpointLayoutError(f'{path}: reading .safetensors needs the safetensors package: '
+                                    'pip install safetensors') from None
+    try:
+        with safe_open(str(path), framework='pt', device='cpu') as f:
+            header = f.metadata()
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _unreadable(path, err, 'a safetensors file', ' or is truncated') from None
+    meta = metadata_from_header(header, str(path))
+    if meta is None:
+        return tensors
+    return {'params_ema': tensors, 'params': tensors, META_KEY: meta}
+
+
+def write_safetensors(state, path, meta=None):
+    """Write ``state`` (a flat dict of tensors) to ``path`` atomically, ``meta`` JSON-encoded in the header."""
+    from safetensors.torch import save_file
+
+    from dlst_plugin.checkpoint_meta import header_metadata
+    from dlst_plugin.fileio import atomic_path
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        value = value.detach().to('cpu').contiguous()
+        if value.untyped_storage().data_ptr() in seen:  # safetensors refuses tensors that share memory
+            value = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
+        tensors[key] = value
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header_metadata(meta) if meta else None)
+
+
+def _resave_hint(unsafe):
+    if unsafe.split('.')[0] in MMLAB_PACKAGES:
+        return ('an MMagic/mmengine training save keeps logs and optimizer state beside the weights: if you trust '
+                "the file, keep only its weights: torch.save({'state_dict': ckpt['state_dict']}, NEW)")
+    return 're-save it with tensors only'
+
+
+def _text_start(path, size=256):
+    """The first line of ``path`` when the file starts as text (no NUL byte, valid UTF-8), else None."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(size)
+    except OSError:
+        return None
+    if not head or b'\0' in head:
+        return None
+    try:
+        text = head.decode('utf-8')
+    except UnicodeDecodeError as err:  # a multi-byte character cut by ``size``
+        if err.start < len(head) - 4:
+            return None
+        text = head[:err.start].decode('utf-8')
+    if not all(c.isprintable() or c in '\t\r\n' for c in text):
+        return None
+    line = text.strip().splitlines()[0] if text.strip() else ''
+    return line if len(line) <= 60 else line[:57] + '...'
+
+
+def _unreadable(path, err, what, damaged='', hint=''):
+    """The error for a file that cannot be read as ``what``: a text file is named as one."""
+    start = _text_start(path)
+    if start is not None:
+        return CheckpointLayoutError(f'{path} is not {what}: it is a text file, starting {start!r}')
+    return CheckpointLayoutError(f'{path} is not {what}{damaged} ({_first_line(err)}){hint}')
+
+
 def _first_line(err):
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """A short reason: the error's first line (torch's weights_only preamble and pickle's bare opcodes left out)."""
+    message = str(err).strip()
+    inner = re.search(r'WeightsUnpickler error: \s*(.+)', message)
+    line = (inner[1] if inner else (message.splitlines() or [''])[0]) or type(err).__name__
+    if isinstance(err, KeyError) or line.isdigit():  # pickle's KeyError of an unknown opcode byte
+        line = f'unknown pickle opcode {line}: not pickle data'
     return line if len(line) <= 120 else line[:117] + '...'
 
 
@@ -120,19 +193,26 @@ def detect_layout(state):
     return [pair for pair, key in SIGNATURES.items() if key in state]
 
 
+def _strip_wrapper(state):
+    if all(k.startswith(STRIP_PREFIX) for k in state):
+        return {k[len(STRIP_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
 def _candidates(obj, kind):
-    """(source, state dict) pairs that may hold the ``kind`` network, best first."""
+    """(source, state dict) pairs that may hold the ``kind`` network, best first: each container,
+    then the part of it under each known sub-network prefix."""
     for key in CONTAINER_KEYS[kind]:
         state = obj if key == '' else obj.get(key)
         if not _is_state_dict(state):
             continue
-        if all(k.startswith(STRIP_PREFIX) for k in state):
-            state = {k[len(STRIP_PREFIX):]: v for k, v in state.items()}
+        state = _strip_wrapper(state)
         source = repr(key) if key else 'the top level'
         yield source, state
-        sub = {k[len(SUBNET_PREFIX):]: v for k, v in state.items() if k.startswith(SUBNET_PREFIX)}
-        if sub:
-            yield f'{source}, prefix {SUBNET_PREFIX!r}', sub
+        for prefix in SUBNET_PREFIXES[kind]:
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if sub:
+                yield f'{source}, prefix {prefix!r}', sub
 
 
 def find_network(obj, kind, layout='auto', name='checkpoint'):
@@ -159,64 +239,6 @@ def find_network(obj, kind, layout='auto', name='checkpoint'):
                                 f'key such as ({expected}), or pass layout= explicitly')
 
 
-def _rename(key, rules):
-    for pattern, replacement in rules:
-        match = re.fullmatch(pattern, key)
-        if match:
-            return match.expand(replacement)
-    return key
-
-
-def _from_rosinality(state, kind):
-    out, renamed, dropped = {}, [], []
-    for key, value in state.items():
-        if BLUR_KERNEL_KEY.fullmatch(key):
-            dropped.append(key)
-            continue
-        new = _rename(key, ROSINALITY_RULES[kind])
-        out[new] = value
-        if new != key:
-            renamed.append((key, new))
-    return out, renamed, dropped, 0
-
-
-def _from_gfpgan_clean(state, lr_mlp):
-    """Rescale ``StyleGAN2GeneratorClean`` weights so our equalised layers compute its values.
-
-    Clean MLP layer ``lrelu(W z + b)`` = ours ``sqrt2 * lrelu(W' z * lr/sqrt(n) + b' * lr)`` with
-    ``W' = W sqrt(n) / (sqrt2 lr)``, ``b' = b / (sqrt2 lr)``; modulation ``W' = W sqrt(n)``; conv
-    ``W' = W sqrt(c_in k^2)``; clean StyleConv ``lrelu(sqrt2 conv + w n + b)`` = ours
-    ``sqrt2 * lrelu(conv + w' n + b')`` with ``w' = w / sqrt2``, ``b' = b / sqrt2``.
-    """
-    out, renamed, rescaled = {}, [], 0
-    sqrt2 = math.sqrt(2)
-    for key, value in state.items():
-        new = key
-        mlp = re.fullmatch(r'style_mlp\.(\d+)\.(weight|bias)', key)
-        style_conv = re.fullmatch(r'(style_conv1|style_convs\.\d+)\.(weight|bias)', key)
-        if mlp and int(mlp[1]) % 2:  # clean: Linear at 1, 3, 5, ... (LeakyReLU between)
-            new = f'style_mlp.{(int(mlp[1]) + 1) // 2}.{mlp[2]}'
-            gain = math.sqrt(value.shape[1]) / (sqrt2 * lr_mlp) if mlp[2] == 'weight' else 1 / (sqrt2 * lr_mlp)
-            value = value * gain
-        elif key.endswith('modulated_conv.weight') and value.ndim == 5:
-            value = value * math.sqrt(value.shape[2] * value.shape[3] * value.shape[4])
-        elif key.endswith('modulated_conv.modulation.weight') and value.ndim == 2:
-            value = value * math.sqrt(value.shape[1])
-        elif style_conv and style_conv[2] == 'bias':
-            new = f'{style_conv[1]}.activate.bias'
-            value = value.reshape(-1) / sqrt2
-        elif style_conv:  # noise strength
-            value = value / sqrt2
-        else:
-            out[key] = value
-            continue
-        out[new] = value
-        rescaled += 1
-        if new != key:
-            renamed.append((key, new))
-    return out, renamed, [], rescaled
-
-
 def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint'):
     """The ``kind`` network of a loaded checkpoint, mapped to BasicSR's layout.
 
@@ -225,14 +247,16 @@ def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint'):
     """
     source, state, layout = find_network(obj, kind, layout, name)
     if layout == 'rosinality':
-        mapped = _from_rosinality(state, kind)
+        mapped = from_rosinality(state, kind)
+    elif layout == 'mmagic':
+        mapped = from_mmagic(state, kind)
     elif layout == 'gfpgan_clean':
         if kind != 'generator':
             raise CheckpointLayoutError(f'{name}: the gfpgan_clean layout has no discriminator')
-        mapped = _from_gfpgan_clean(state, lr_mlp)
+        mapped = from_gfpgan_clean(state, lr_mlp)
     else:
-        mapped = (dict(state), [], [], 0)
-    return Conversion(mapped[0], layout, kind, source, *mapped[1:])
+        mapped = {'state': dict(state)}
+    return Conversion(layout=layout, kind=kind, source=source, **mapped)
 
 
 def load_stylegan2_state(path, kind='generator', layout='auto', lr_mlp=0.01):

@@ -1,11 +1,15 @@
-"""Every patch dlst-plugin applies to BasicSR 1.4.2, in one place (SPEC.md section 7).
+"""Every patch dlst-plugin applies to BasicSR 1.4.2, in one place.
 
 Each function fixes one BasicSR behaviour, named in its docstring; ``apply()`` runs them
-all once. They are tested one by one in ``tests/test_compat.py``.
+all once. They are tested one by one in ``tests/test_compat.py`` (saving and resuming in
+``tests/test_training_state.py``, the option check in ``tests/test_options_check.py``). The
+longer logic lives beside: :mod:`dlst_plugin.training_state` (atomic saves, resume policy),
+:mod:`dlst_plugin.options_check` (the option check), :mod:`dlst_plugin.option_file` (reading an
+option file without evaluating Python tags).
 """
-import collections
 import os
 import os.path as osp
+import sys
 
 import dlst_plugin_startup
 
@@ -78,7 +82,8 @@ def patch_parse_options():
     """basicsr.utils.options.parse_options puts ``experiments/`` (and basicsr.train the
     ``tb_logger/``) under the root it is given; ``python -m basicsr.train`` gives it
     site-packages. Use the working directory instead, and honour a ``path.experiments_root``
-    set in the option file (BasicSR overwrites it)."""
+    set in the option file (BasicSR overwrites it). The file is read for that with the plugin's
+    own loader, which evaluates no ``!!python/object`` tag (BasicSR's load runs them once)."""
     from basicsr.utils import options
 
     original = getattr(options.parse_options, '__wrapped__', options.parse_options)
@@ -97,61 +102,178 @@ def patch_parse_options():
         return opt, args
 
     parse_options.__wrapped__ = original
-    options.parse_options = parse_options
+    _set_parse_options(parse_options)
+
+
+def _set_parse_options(function):
     from basicsr import test, train  # both bound the original name at import time
-    train.parse_options = test.parse_options = parse_options
+    from basicsr.utils import options
+    options.parse_options = train.parse_options = test.parse_options = function
 
 
 def _experiments_root_from_file(opt_path):
-    import yaml
-    from basicsr.utils.options import ordered_yaml
-    with open(opt_path, encoding='utf-8') as f:
-        raw = yaml.load(f, Loader=ordered_yaml()[0])
-    return ((raw or {}).get('path') or {}).get('experiments_root')
+    from dlst_plugin.option_file import read_option_file
+    path_opt = read_option_file(opt_path).get('path')
+    return path_opt.get('experiments_root') if isinstance(path_opt, dict) else None
+
+
+def patch_option_check():
+    """BasicSR reads option files unchecked: keys it does not read are ignored (``pixel_optt``
+    trains without that loss, ``manual_seedd`` with a random seed), a misspelt required key is a
+    bare KeyError (``save_checkpoint_freq`` only after training has started) and a string where a
+    number belongs fails deep inside. Check the ``-opt`` file (after ``--force_yml``) before
+    BasicSR's parse_options acts on it; every problem comes in one ConfigError (exit code 2)."""
+    from basicsr.utils import options
+
+    inner = options.parse_options
+    if getattr(inner, '_dlst_checked', False):
+        return
+
+    def parse_options(root_path, is_train=True):
+        from dlst_plugin.options_check import check_command_line
+        check_command_line(sys.argv[1:], is_train)
+        return inner(root_path, is_train=is_train)
+
+    parse_options._dlst_checked = True
+    parse_options.__wrapped__ = getattr(inner, '__wrapped__', inner)
+    _set_parse_options(parse_options)
 
 
 def patch_train_pipeline():
-    """basicsr.train.load_resume_state maps every storage to CUDA (``storage.cuda(id)``) and
-    looks for ``--auto_resume`` states in ``./experiments/<name>`` whatever the experiments
-    root is; ``init_tb_loggers`` ignores a custom experiments root. Load onto the GPU when
-    there is one and the CPU otherwise (``weights_only=True``), from the configured root."""
+    """basicsr.train.load_resume_state maps every storage to CUDA (``storage.cuda(id)``), looks for
+    ``--auto_resume`` states in ``./experiments/<name>`` whatever the experiments root is, and
+    takes the highest-numbered ``.state`` even when it is truncated (a bare EOFError) or the
+    networks of its iteration are missing; ``init_tb_loggers`` ignores a custom experiments root.
+    Resume from the newest complete state of the configured root, onto the GPU when there is one
+    and the CPU otherwise (``weights_only=True``), and log each state passed over
+    (:mod:`dlst_plugin.training_state`)."""
     from basicsr import train
-    from basicsr.utils import check_resume, init_tb_logger, scandir
+    from basicsr.utils import init_tb_logger
 
-    def load_resume_state(opt):
-        path = None
-        if opt['auto_resume']:
-            state_dir = opt['path']['training_states']
-            if osp.isdir(state_dir):
-                states = [float(v.split('.state')[0]) for v in scandir(state_dir, suffix='state', recursive=False)]
-                if states:
-                    path = osp.join(state_dir, f'{max(states):.0f}.state')
-                    opt['path']['resume_state'] = path
-        elif opt['path'].get('resume_state'):
-            path = opt['path']['resume_state']
-        if path is None:
-            return None
-        state = load_training_state(path)
-        check_resume(opt, state['iter'])
-        return state
+    from dlst_plugin import training_state
 
-    original_tb = train.init_tb_loggers
+    original_tb = getattr(train.init_tb_loggers, '__wrapped__', train.init_tb_loggers)
 
     def init_tb_loggers(opt):
+        training_state.flush_log()  # the first call after BasicSR set up its log file
         if opt['path'].get('tb_logger') and opt['logger'].get('use_tb_logger') and opt['rank'] == 0:
             return init_tb_logger(log_dir=opt['path']['tb_logger'])
         return original_tb(opt)
 
-    train.load_resume_state = load_resume_state
+    init_tb_loggers.__wrapped__ = original_tb
+    train.load_resume_state = training_state.load_resume_state
     train.init_tb_loggers = init_tb_loggers
 
 
 def load_training_state(path):
     """Read a BasicSR ``.state`` file onto the current device, without unpickling code."""
-    import torch
-    location = f'cuda:{torch.cuda.current_device()}' if _cuda_usable() else 'cpu'
-    with torch.serialization.safe_globals([collections.Counter]):
-        return torch.load(path, map_location=location, weights_only=True)
+    from dlst_plugin.training_state import read_training_state
+    return read_training_state(path)
+
+
+def patch_save_network():
+    """basicsr.models.base_model.BaseModel.save_network writes ``net_*_N.pth`` in place with
+    torch.save (a kill mid-write leaves a truncated file under the final name) and, after three
+    failed tries, logs "Just ignore it" and trains on without the checkpoint. Write through
+    ``atomic_torch_save`` and stop with CheckpointSaveError when every try failed."""
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import get_root_logger
+    from basicsr.utils.dist_util import master_only
+
+    from dlst_plugin import training_state
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        label = 'latest' if current_iter == -1 else current_iter
+        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        saved = training_state.network_state(self, net, param_key)
+        training_state.save_with_retries(saved, path, 'network', get_root_logger().warning)
+
+    BaseModel.save_network = save_network
+
+
+def patch_save_training_state():
+    """basicsr.models.base_model.BaseModel.save_training_state writes ``N.state`` in place (a kill
+    leaves a 0-byte ``N.state`` that ``--auto_resume`` then picks) and ignores a save that failed
+    three times. Write through ``atomic_torch_save``; stop with CheckpointSaveError when every
+    try failed."""
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import get_root_logger
+    from basicsr.utils.dist_util import master_only
+
+    from dlst_plugin import training_state
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        training_state.save_with_retries(state, path, 'training state', get_root_logger().warning)
+
+    BaseModel.save_training_state = save_training_state
+
+
+def patch_load_network():
+    """basicsr.models.base_model.BaseModel.load_network (``path.pretrain_network_*`` and resumed
+    ``net_*_N.pth`` of BasicSR's own models) calls torch.load without ``weights_only``: a crafted
+    file runs code as soon as torch's default is switched off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1),
+    and a text or truncated file gives a pickle traceback. Read through
+    ``dlst_plugin.checkpoints.read_checkpoint`` (``weights_only=True``, passed explicitly); a file
+    that is not a network checkpoint stops the run with one InputError naming it."""
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import get_root_logger
+
+    from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint
+    from dlst_plugin.errors import InputError
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        expected = 'expected a network checkpoint saved by BasicSR (a dict of tensors under "params")'
+        try:
+            saved = read_checkpoint(load_path)
+        except (CheckpointLayoutError, OSError) as err:
+            raise InputError(f'cannot load {type(net).__name__} weights: {err}; {expected}') from None
+        if param_key is not None:
+            if param_key not in saved and 'params' in saved:
+                logger.info(f'Loading: {param_key} does not exist, use params.')
+                param_key = 'params'
+            if param_key not in saved:
+                raise InputError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(map(str, saved))}); '
+                                 f'{expected}, or set path.param_key_<net> to the entry that holds the weights')
+            saved = saved[param_key]
+        logger.info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
+        saved = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in saved.items()}
+        self._print_different_keys_loading(net, saved, strict)
+        net.load_state_dict(saved, strict=strict)
+
+    BaseModel.load_network = load_network
+
+
+def patch_arch_registry():
+    """basicsr.utils.registry.ARCH_REGISTRY only knows the archs of packages already imported: an
+    option file naming GFP-GAN's ``GFPGANv1Clean`` fails with a bare KeyError unless the user imports
+    gfpgan first. Import the package of a known external arch on its first lookup (and name the
+    extra to install when it is missing); every other name behaves as before."""
+    import types
+
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from dlst_plugin.archs.external import import_external_arch
+
+    if getattr(ARCH_REGISTRY.get, '_dlst_lazy', False):
+        return
+    original = ARCH_REGISTRY.get
+
+    def get(self, name, suffix='basicsr'):
+        if name not in self._obj_map and import_external_arch(name):
+            return self._obj_map[name]
+        return original(name, suffix)
+
+    get._dlst_lazy = True
+    ARCH_REGISTRY.get = types.MethodType(get, ARCH_REGISTRY)
 
 
 def apply():
@@ -163,5 +285,10 @@ def apply():
     patch_init_dist()
     patch_model_to_device()
     patch_parse_options()
+    patch_option_check()
     patch_train_pipeline()
+    patch_save_network()
+    patch_save_training_state()
+    patch_load_network()
+    patch_arch_registry()
     _APPLIED = True

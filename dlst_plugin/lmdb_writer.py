@@ -2,7 +2,7 @@
 
 BasicSR's ``FileClient('lmdb')`` looks images up by key, and its datasets (and GFP-GAN's)
 list the keys from ``meta_info.txt``, one ``<key>.png (h,w,c) <png level>`` line each,
-keeping what comes before the first ``.`` (SPEC.md sections 1 and 3, pair generation).
+keeping what comes before the first ``.``.
 :class:`LmdbWriter` is the one writer for every LMDB the plugin makes (``dlst-make-lmdb``,
 ``dlst-collect-lq-faces``, pair generation):
 
@@ -10,7 +10,8 @@ keeping what comes before the first ``.`` (SPEC.md sections 1 and 3, pair genera
 * reopening an existing LMDB resumes it: committed keys are kept, a key is never stored
   twice, and ``meta_info.txt`` is reconciled with what was really committed (a run killed
   between a commit and its ``meta_info`` lines loses nothing);
-* keys are checked against :data:`KEY_RULE` before anything is written.
+* keys are checked against :data:`KEY_RULE` before anything is written;
+* a read-only destination stops with one :class:`~dlst_plugin.errors.ConfigError` naming it.
 """
 import contextlib
 import multiprocessing
@@ -21,9 +22,12 @@ import cv2
 import lmdb
 import numpy as np
 
-from dlst_plugin.image_files import IMAGE_EXTENSIONS
+from dlst_plugin.errors import ConfigError, InputError
+from dlst_plugin.fileio import atomic_write_text, check_writable
+from dlst_plugin.image_files import list_images  # noqa: F401  (re-exported: the one folder scan)
 
 META_INFO = 'meta_info.txt'
+LMDB_FILES = ('data.mdb', 'lock.mdb', META_INFO)
 KEY_RULE = ("an LMDB key must be printable ASCII without '.', whitespace or '\\' (BasicSR encodes keys as ASCII "
             "and reads meta_info.txt lines '<key>.png (h,w,c) level', cutting the key at the first '.')")
 _BAD_KEY_CHAR = re.compile(r'[^\x21-\x7e]|[.\\]')
@@ -44,7 +48,7 @@ def key_problem(key):
 def check_key(key):
     problem = key_problem(key)
     if problem:
-        raise ValueError(f'bad LMDB key {key!r}: {problem}; {KEY_RULE}')
+        raise ConfigError(f'bad LMDB key {key!r}: {problem}; {KEY_RULE}')
 
 
 def sanitize_key(key):
@@ -97,7 +101,7 @@ class LmdbWriter:
     Args:
         path: folder to write, ending in ``.lmdb`` (BasicSR's convention).
         resume: reopen an existing LMDB and keep its entries; if False, an existing
-            ``path`` is an error (``FileExistsError``).
+            ``path`` is an error (:class:`~dlst_plugin.errors.ConfigError`, as is a read-only one).
         compress_level: PNG level written to ``meta_info.txt`` for entries put without one.
         commit_every / commit_bytes: commit after this many puts or buffered bytes.
         map_size: initial map size in bytes (it doubles on demand).
@@ -106,19 +110,24 @@ class LmdbWriter:
     def __init__(self, path, resume=True, compress_level=1, commit_every=500, commit_bytes=1 << 27, map_size=None):
         path = os.fspath(path)
         if not path.rstrip('/').endswith('.lmdb'):
-            raise ValueError(f"LMDB folder {path!r} must end with '.lmdb' (BasicSR's convention)")
+            raise ConfigError(f"LMDB folder {path!r} must end with '.lmdb' (BasicSR's convention)")
         if os.path.exists(path):
             if not resume:
-                raise FileExistsError(f'{path} already exists (resume it, or remove it first)')
+                raise ConfigError(f'{path} already exists (resume it, or remove it first)')
             if not os.path.isdir(path) or (os.listdir(path) and not is_lmdb_dir(path)):
-                raise FileExistsError(f'{path} exists and is not an LMDB folder (no data.mdb); refusing to write')
+                raise ConfigError(f'{path} exists and is not an LMDB folder (no data.mdb); refusing to write')
+            check_writable(path, 'LMDB', LMDB_FILES)
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.compress_level = compress_level
         self.commit_every = commit_every
         self.commit_bytes = commit_bytes
         size = max(map_size or _INITIAL_MAP_SIZE, 2 * _file_size(os.path.join(path, 'data.mdb')))
-        self.env = lmdb.open(path, map_size=size, readahead=False, meminit=False)
+        try:
+            self.env = lmdb.open(path, map_size=size, readahead=False, meminit=False)
+        except lmdb.Error as err:  # ReadonlyError (EACCES), a read-only file system
+            raise ConfigError(f'cannot open the LMDB {path} for writing ({type(err).__name__}: {err}): make it '
+                              f'writable (chmod -R u+w {path}) or choose another output') from None
         self._meta = {}  # key -> (shape, level), committed, in insertion order
         self._pending = {}  # key -> (bytes, shape, level), not committed yet
         self._pending_bytes = 0
@@ -139,7 +148,8 @@ class LmdbWriter:
                 if key not in self._meta:
                     img = cv2.imdecode(np.frombuffer(txn.get(key.encode('ascii')), np.uint8), cv2.IMREAD_UNCHANGED)
                     if img is None:
-                        raise ValueError(f'{self.path}: entry {key!r} is not a decodable image')
+                        raise InputError(f'{self.path}: entry {key!r} is not a decodable image; remove the LMDB '
+                                         '(or pass --overwrite) and write it again')
                     self._meta[key] = (image_shape(img), self.compress_level)
         self._write_meta_info()
         return len(self._meta)
@@ -200,13 +210,8 @@ class LmdbWriter:
 
     def _write_meta_info(self):
         """Rewrite meta_info.txt from the meta table, atomically."""
-        tmp = os.path.join(self.path, META_INFO + '.tmp')
-        with open(tmp, 'w', encoding='ascii') as f:
-            for key, (shape, level) in self._meta.items():
-                f.write(format_meta_line(key, shape, level) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(self.path, META_INFO))
+        lines = ''.join(format_meta_line(key, shape, level) + '\n' for key, (shape, level) in self._meta.items())
+        atomic_write_text(os.path.join(self.path, META_INFO), lines, encoding='ascii')
 
     def close(self):
         if self.env is None:
@@ -278,22 +283,6 @@ def _decode_shapes(job):
     env.close()
     return out
 
-
-
-def list_images(src, pattern=None, extensions=IMAGE_EXTENSIONS):
-    """Sorted [(relative path with '/', absolute path)] of the images under ``src``, recursively.
-
-    ``pattern`` (fnmatch, e.g. ``'*.png'`` or ``'train/*'``) is matched against the relative path."""
-    import fnmatch
-    found = []
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and not d.endswith('.lmdb'))
-        for name in files:
-            if name.lower().endswith(extensions) and not name.startswith('.'):
-                rel = os.path.relpath(os.path.join(root, name), src).replace(os.sep, '/')
-                if pattern is None or fnmatch.fnmatch(rel, pattern):
-                    found.append((rel, os.path.join(root, name)))
-    return sorted(found)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 """Restore the faces of whole photos with a Skip-Transformer (or any BasicSR restorer): the library
-behind ``dlst-restore`` (SPEC.md section 1, steps 6-7).
+behind ``dlst-restore``.
 
 Per photo: detect -> align each face to the FFHQ template at the restorer's size -> restore the
 faces in batches -> paste each back through the inverse affine with a feathered square mask whose
@@ -7,113 +7,46 @@ feather is a fixed fraction of the face, so it scales with the face's size in th
 
 Use from Python::
 
-    restorer = FaceRestorer.from_files('net_g_latest.pth', opt='options/test_dlst.yml')
-    result = restorer.restore_image(cv2.imread('photo.jpg', cv2.IMREAD_UNCHANGED))
+    restorer = FaceRestorer.from_files('net_g_latest.pth')  # or .safetensors; opt=X.yml overrides the network
+    result = restorer.restore_image(cv2.imread('photo.jpg', cv2.IMREAD_UNCHANGED), upscale=2)
     result.image, result.faces  # restored photo (same mode as the input), restored aligned faces
+
+The checkpoint says which network it holds (its metadata, else its tensor shapes: ``restorer_files``);
+``upscale`` > 1 pastes the faces onto an enlarged photo (``background``: e.g. a super-resolved copy).
 """
-import copy
 import functools
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face, inverse_affine, transform_points
-from dlst_plugin.faces.detection import build_detector, resolve_weights_dir
+from dlst_plugin.faces.detection import build_detector
+from dlst_plugin.model_files import load_checkpoint, resolve_model_path  # noqa: F401  (re-exported)
+from dlst_plugin.restorer_files import (  # noqa: F401  (re-exported: the loading half of this module)
+    CHECKPOINT_KEYS,
+    DEFAULT_OPT,
+    DTYPES,
+    EXPECTED_CHECKPOINT,
+    RestoreError,
+    RestoreSetupError,
+    build_restorer_network,
+    face_sizes,
+    load_restorer,
+    load_state_dict,
+    read_network_options,
+    resolve_device,
+)
 
-DEFAULT_OPT = Path(__file__).resolve().parents[1] / 'options' / 'test_dlst.yml'  # its network_g is the default
-CHECKPOINT_KEYS = ('params_ema', 'params')  # BasicSR net_g_*.pth: the EMA weights first
 FEATHER_FRACTION = 1 / 20  # feather width / aligned face side (paste_face's default, GFP-GAN-like)
 MIN_IMAGE_SIDE = 16  # below this no detector finds anything: say so instead
 MAX_IMAGE_PIXELS = 20000 * 20000  # larger photos would need tens of GB as float: refuse clearly
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 STAGES = ('detect', 'align', 'restore', 'paste')
-
-
-class RestoreError(ValueError):
-    """One photo (or option) that cannot be restored; the message says why."""
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-def read_network_options(opt_path=None):
-    """``network_g`` of a BasicSR option file (default: options/test_dlst.yml of this checkout)."""
-    import yaml
-    path = Path(opt_path) if opt_path else DEFAULT_OPT
-    if not path.is_file():
-        raise RestoreError(f'option file {path} not found' + ('' if opt_path else
-                           ': pass --opt X.yml whose network_g matches the checkpoint'))
-    try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise RestoreError(f'option file {path} is not valid YAML: {err}') from err
-    network = (opt or {}).get('network_g') if isinstance(opt, dict) else None
-    if not isinstance(network, dict) or 'type' not in network:
-        raise RestoreError(f'option file {path} has no network_g with a type')
-    network = copy.deepcopy(network)
-    if 'decoder_load_path' in network:
-        network['decoder_load_path'] = None  # the restorer checkpoint holds the decoder
-    return network
-
-
-def resolve_model_path(model, weights_dir=None):
-    """``model`` as given if it exists, else the file of that name in the weights folder."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    candidate = Path(resolve_weights_dir(weights_dir)) / path.name
-    if candidate.is_file():
-        return candidate
-    raise RestoreError(f'checkpoint {model} not found (also looked for {candidate}; set --weights-dir '
-                       f'or $DLST_WEIGHTS_DIR to the folder holding it)')
-
-
-def load_state_dict(path):
-    """The restorer's weights: ``params_ema``, else ``params``, else the file as a state dict."""
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pickle / zip errors of all kinds: name the file
-        raise RestoreError(f'cannot read checkpoint {path}: {err}') from err
-    if not isinstance(ckpt, dict):
-        raise RestoreError(f'checkpoint {path} holds a {type(ckpt).__name__}, not a state dict')
-    state = next((ckpt[k] for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), dict)), ckpt)
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
-def build_restorer_network(network_opt, model_path):
-    """Build ``network_g`` with BasicSR's registry and load the checkpoint strictly."""
-    from basicsr.archs import build_network
-
-    import dlst_plugin  # noqa: F401  (fills the registries)
-    try:
-        net = build_network(copy.deepcopy(network_opt))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RestoreError(f'cannot build network_g {network_opt.get("type")!r}: {err}') from err
-    state = load_state_dict(model_path)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RestoreError(f'checkpoint {model_path} does not fit network_g {network_opt["type"]} '
-                           f'(wrong --opt?): {str(err)[:600]}') from err
-    return net.eval().requires_grad_(False)
-
-
-def resolve_device(device='auto', dtype='float32'):
-    """(torch.device, torch.dtype); float16 needs CUDA, bfloat16 works on both."""
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise RestoreError('--device cuda: no CUDA device is available (use --device cpu or auto)')
-    if dtype not in DTYPES:
-        raise RestoreError(f'--dtype {dtype!r}: choose one of {sorted(DTYPES)}')
-    if dtype == 'float16' and device != 'cuda':
-        raise RestoreError('--dtype float16 runs on CUDA only; on CPU use bfloat16 or float32')
-    return torch.device(device), DTYPES[dtype]
+SELECTIONS = ('all', 'largest', 'center')
 
 
 # -- image modes ----------------------------------------------------------------------------------
@@ -207,11 +140,35 @@ def paste_back(img, face, affine):
     return img
 
 
+def scale_affine(affine, sx, sy):
+    """The alignment transform of a photo resized by (sx, sy) (pixel centres kept: cv2.resize's grid)."""
+    affine = np.asarray(affine, np.float64)
+    linear = affine[:, :2] / [sx, sy]
+    offset = affine[:, 2] + affine[:, :2] @ [0.5 / sx - 0.5, 0.5 / sy - 0.5]
+    return np.hstack([linear, offset[:, None]])
+
+
+def output_canvas(bgr, upscale=1, background=None):
+    """(photo the faces are pasted on, sx, sy): ``bgr`` itself, resized ``upscale`` x (Lanczos), or
+    ``background`` (e.g. a super-resolved copy) brought to that size."""
+    h, w = bgr.shape[:2]
+    size = (max(1, int(w * upscale)), max(1, int(h * upscale)))
+    if background is not None:
+        background = to_bgr8(background)[0]
+        canvas = background if background.shape[1::-1] == size else \
+            cv2.resize(background, size, interpolation=cv2.INTER_LANCZOS4)
+    elif size != (w, h):
+        canvas = cv2.resize(bgr, size, interpolation=cv2.INTER_LANCZOS4)
+    else:
+        canvas = bgr.copy()
+    return np.ascontiguousarray(canvas), size[0] / w, size[1] / h
+
+
 # -- the restorer ---------------------------------------------------------------------------------
 
 @dataclass
 class RestoreResult:
-    image: np.ndarray  # the restored photo, in the input's form (grey / BGR / BGRA, 8 bits)
+    image: np.ndarray  # the restored photo, in the input's form (grey / BGR / BGRA, 8 bits), upscale x its size
     faces: list  # restored aligned faces (BGR, size x size), one per selected face
     inputs: list  # the aligned input faces, same order
     boxes: list  # detection boxes (x1, y1, x2, y2) in photo pixels (empty for --aligned input)
@@ -221,28 +178,41 @@ class RestoreResult:
 
 
 class FaceRestorer:
-    """Detector + restorer network + paste-back; one object restores any number of photos."""
+    """Detector + restorer network + paste-back; one object restores any number of photos.
+
+    ``select``: ``all`` faces, the ``largest``, or the one nearest the ``center`` of the photo.
+    ``min_face_size`` (box side) and ``min_eye_distance`` (px between the eyes) drop small detections.
+    ``in_size``: the network's input size when it differs from its output size ``face_size`` (GLEAN
+    super-resolution): faces are aligned at ``face_size`` and resized to ``in_size`` for the network."""
 
     def __init__(self, net, face_size=None, device='cpu', dtype=torch.float32, detector='yunet', weights_dir=None,
-                 select='all', min_face_size=0.0, batch_size=4, score_threshold=None):
+                 select='all', min_face_size=0.0, batch_size=4, score_threshold=None, in_size=None,
+                 min_eye_distance=0.0):
         self.device, self.dtype = torch.device(device), dtype
         self.net = net.to(self.device, dtype).eval()
         self.face_size = int(face_size or getattr(net, 'out_size', 0) or 512)
+        self.in_size = int(in_size or getattr(net, 'in_size', 0) or self.face_size)
         self.detector_name, self.weights_dir = detector, weights_dir
         self.detector_opts = {} if score_threshold is None else {'score_threshold': score_threshold}
         self._detector = None
-        if select not in ('all', 'largest'):
-            raise RestoreError(f'face selection {select!r}: choose all or largest')
+        if select not in SELECTIONS:
+            raise RestoreSetupError(f'--faces {select!r}: choose one of {", ".join(SELECTIONS)}')
         self.select, self.min_face_size, self.batch_size = select, float(min_face_size), max(1, int(batch_size))
+        self.min_eye_distance = float(min_eye_distance)
 
     @classmethod
     def from_files(cls, model, opt=None, device='auto', dtype='float32', weights_dir=None, **kwargs):
-        """Load ``model`` (a BasicSR checkpoint) into the ``network_g`` of ``opt``."""
-        network_opt = read_network_options(opt)
+        """Load ``model`` (a ``.pth`` or ``.safetensors`` checkpoint) into the network it describes (its
+        metadata, else its tensor shapes), or into the ``network_g`` of the option file ``opt``."""
         dev, torch_dtype = resolve_device(device, dtype)
-        net = build_restorer_network(network_opt, resolve_model_path(model, weights_dir))
-        return cls(net, face_size=network_opt.get('out_size'), device=dev, dtype=torch_dtype,
-                   weights_dir=weights_dir, **kwargs)
+        try:
+            model_path = resolve_model_path(model, weights_dir)
+        except ConfigError as err:
+            raise RestoreSetupError(str(err)) from None
+        net, network_opt = load_restorer(model_path, opt)
+        in_size, out_size = face_sizes(network_opt, net)
+        return cls(net, face_size=out_size, in_size=in_size, device=dev, dtype=torch_dtype, weights_dir=weights_dir,
+                   **kwargs)
 
     @property
     def detector(self):
@@ -250,56 +220,73 @@ class FaceRestorer:
             self._detector = build_detector(self.detector_name, weights_dir=self.weights_dir, **self.detector_opts)
         return self._detector
 
-    def select_faces(self, faces):
+    def select_faces(self, faces, shape=None):
+        """The detections to restore (``shape``: the photo's, for ``select='center'``)."""
         faces = [f for f in faces if min(f.width, f.height) >= self.min_face_size]
+        if self.min_eye_distance > 0:
+            faces = [f for f in faces if np.linalg.norm(np.subtract(f.landmarks[0], f.landmarks[1]))
+                     >= self.min_eye_distance]
         if self.select == 'largest' and faces:
             faces = [max(faces, key=lambda f: f.width * f.height)]
+        elif self.select == 'center' and faces and shape is not None:
+            centre = np.array([shape[1], shape[0]]) / 2
+            faces = [min(faces, key=lambda f: np.linalg.norm((np.asarray(f.box[:2]) + f.box[2:4]) / 2 - centre))]
         return faces
 
     @torch.no_grad()
     def restore_faces(self, crops):
-        """Aligned BGR uint8 faces (size x size) -> restored BGR uint8 faces, in batches."""
+        """Aligned BGR uint8 faces (face_size x face_size) -> restored BGR uint8 faces, in batches."""
         out = []
         for start in range(0, len(crops), self.batch_size):
-            batch = np.stack(crops[start:start + self.batch_size])[..., ::-1]  # BGR -> RGB
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2)
-            x = x.to(self.dtype).div_(127.5).sub_(1)
-            y = self.net(x)
-            y = y[0] if isinstance(y, (tuple, list)) else y  # GFP-GAN-style nets return (image, extras)
-            y = ((y.float().clamp_(-1, 1) + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            batch = crops[start:start + self.batch_size]
+            if self.in_size != self.face_size:
+                batch = [cv2.resize(c, (self.in_size, self.in_size), interpolation=cv2.INTER_AREA) for c in batch]
+            batch = np.stack(batch)[..., ::-1]  # BGR -> RGB
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).contiguous()
+            y = self.run_network(x.to(self.dtype).div_(127.5).sub_(1))
+            y = ((y + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out += [np.ascontiguousarray(face[..., ::-1]) for face in y]
         return out
 
-    def restore_image(self, img, aligned=False):
+    @torch.no_grad()
+    def run_network(self, x):
+        """(b, 3, in_size, in_size) RGB in [-1, 1] -> the restored faces, float32 RGB in [-1, 1] (clamped)."""
+        y = self.net(x.to(self.device, self.dtype))
+        y = y[0] if isinstance(y, (tuple, list)) else y  # GFP-GAN-style nets return (image, extras)
+        return y.float().clamp_(-1, 1)
+
+    def restore_image(self, img, aligned=False, upscale=1, background=None, require_face=True):
         """Restore every selected face of ``img`` (grey/BGR/BGRA, 8/16 bit): a :class:`RestoreResult`.
 
         ``aligned``: ``img`` is one already aligned face (resized to the restorer's size if needed).
-        Raises :class:`RestoreError` for unsupported images and when no face is found."""
+        ``upscale``: the restored photo is ``upscale`` x the input's size, faces pasted at that scale onto
+        ``background`` (e.g. a super-resolved copy of ``img``; resized to fit) or a Lanczos-resized copy.
+        Raises :class:`RestoreError` for unsupported images, and when no face is found if ``require_face``
+        (else the result holds no face and the photo as it would be without them)."""
         bgr, mode = to_bgr8(img)
         timings = dict.fromkeys(STAGES, 0.0)
         if aligned:
             return self._restore_aligned(bgr, mode, timings)
         t0 = time.perf_counter()
-        faces = self.select_faces(self.detector.detect(bgr))
+        faces = self.select_faces(self.detector.detect(bgr), bgr.shape)
         timings['detect'] = time.perf_counter() - t0
-        if not faces:
+        if not faces and require_face:
             size_rule = f' of at least {self.min_face_size:g} px' if self.min_face_size else ''
             raise RestoreError(f'no face found{size_rule}')
         t0 = time.perf_counter()
-        crops, affines = [], []
-        for face in faces:
-            crop, affine = align_face(bgr, face.landmarks, self.face_size, border='reflect')
-            crops.append(crop)
-            affines.append(affine)
+        aligned_faces = [align_face(bgr, face.landmarks, self.face_size, border='reflect') for face in faces]
+        crops, affines = [c for c, _ in aligned_faces], [a for _, a in aligned_faces]
         timings['align'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         restored = self.restore_faces(crops)
         timings['restore'] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = bgr.copy()
+        out, sx, sy = output_canvas(bgr, upscale, background)
         for face, affine in zip(restored, affines):
-            paste_back(out, face, affine)
+            paste_back(out, face, affine if (sx, sy) == (1, 1) else scale_affine(affine, sx, sy))
         timings['paste'] = time.perf_counter() - t0
+        if mode.alpha is not None and out.shape[:2] != mode.alpha.shape:
+            mode.alpha = cv2.resize(mode.alpha, out.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return RestoreResult(from_bgr8(out, mode), restored, crops, [f.box for f in faces], affines, mode.notes,
                              timings)
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up dlst-plugin on a fresh machine (Python 3.10+): torch, BasicSR 1.4.2, the plugin.
-# Usage: bash scripts/install.sh [EXTRAS]   (default: test,faces,baselines,onnx; add metrics for pyiqa)
+# Usage: bash scripts/install.sh [EXTRAS]   (default: test,faces,baselines,onnx,mmengine,spandrel,metrics; metrics = pyiqa)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-test,faces,baselines,onnx}"
+EXTRAS="${1:-test,faces,baselines,onnx,mmengine,spandrel,metrics}"
 PIP="python -m pip install --disable-pip-version-check -q"
 C="-c requirements/constraints.txt"
-# 1. torch first (BasicSR's sdist must be built against it, SPEC.md section 7)
+# 1. torch first (BasicSR's sdist must be built against it, docs/design.md#toolchain)
 $PIP torch==2.14.1 torchvision==0.29.1 'setuptools>=77' wheel
 # 2. one OpenCV for basicsr (opencv-python) and the headless users
 $PIP $C opencv-python opencv-python-headless

@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -13,3 +14,13 @@ def faces_dir(tmp_path):
     """A folder of 12 tiny (64 px) face crops made from the shipped sample photos."""
     face_crops(tmp_path / 'faces', size=64, count=12, seed=0)
     return tmp_path / 'faces'
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks are bound by per-op overhead: one thread is as fast, and far faster when
+    other processes compete for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

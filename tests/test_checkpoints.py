@@ -1,4 +1,4 @@
-"""StyleGAN2 checkpoint layouts -> BasicSR layout (dlst_plugin.checkpoints, SPEC.md section 2).
+"""StyleGAN2 checkpoint layouts -> BasicSR layout (dlst_plugin.checkpoints, docs/design.md#stylegan2).
 
 Every foreign layout is built here from a tiny randomly initialised network by renaming keys the
 way the other project names them, so the importer is checked against an independent spelling.

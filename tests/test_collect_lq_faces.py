@@ -41,7 +41,7 @@ def photos(tmp_path):
 
 def test_collects_big_enough_faces_aligned(photos, tmp_path, capsys):
     dst = tmp_path / 'lq'
-    assert collect_lq_faces.main([str(photos), str(dst), '--size', '128', '--workers', '1']) == 0
+    assert collect_lq_faces.main(['-i', str(photos), '-o', str(dst), '--size', '128', '--workers', '1']) == 1  # corrupt
     rows = read_rows(dst)
     assert {'astronaut_full.png', 'grace_hopper_full.png'} <= {r['source'] for r in rows}
     assert all(min(float(r['width']), float(r['height'])) >= 20 for r in rows)
@@ -59,7 +59,7 @@ def test_collects_big_enough_faces_aligned(photos, tmp_path, capsys):
 def test_min_size_filters_boxes(photos, tmp_path):
     dst = tmp_path / 'big'
     assert collect_lq_faces.main([str(photos), str(dst), '--size', str(SIZE), '--min-size', '100',
-                                  '--workers', '1']) == 0
+                                  '--workers', '1']) == 1  # the corrupt photo
     rows = read_rows(dst)
     assert rows and all(min(float(r['width']), float(r['height'])) >= 100 for r in rows)
     assert 'astronaut_full.png' not in {r['source'] for r in rows}  # its face box is ~90 px wide
@@ -69,7 +69,7 @@ def test_lmdb_output_matches_the_csv(photos, tmp_path):
     """Two forked workers, after this process ran OpenCV's thread pool (forked children once hung on it)."""
     assert len(detect_faces(cv2.imread(str(SAMPLE_FACES / 'astronaut.png')))) == 1
     dst = tmp_path / 'lq.lmdb'
-    assert collect_lq_faces.main([str(photos), str(dst), '--size', str(SIZE), '--workers', '2']) == 0
+    assert collect_lq_faces.main([str(photos), str(dst), '--size', str(SIZE), '--workers', '2']) == 1
     assert verify_lmdb(str(dst)) == []
     keys = [k for k, _, _ in read_meta_info(str(dst))[0]]
     assert sorted(keys) == sorted(r['key'] for r in read_rows(dst))
@@ -79,7 +79,7 @@ def test_lmdb_output_matches_the_csv(photos, tmp_path):
 def test_resume_redoes_only_unfinished_photos(photos, tmp_path, capsys):
     dst = tmp_path / 'lq'
     args = [str(photos), str(dst), '--size', str(SIZE), '--workers', '1']
-    assert collect_lq_faces.main(args) == 0
+    assert collect_lq_faces.main(args) == 1  # the corrupt photo, every time
     rows = read_rows(dst)
     # as if killed after writing the last photo's face but before marking the photo done
     done = (dst / DONE_TXT).read_text().splitlines()
@@ -87,7 +87,7 @@ def test_resume_redoes_only_unfinished_photos(photos, tmp_path, capsys):
     (dst / DONE_TXT).write_text('\n'.join(d for d in done if d != last['source']) + '\n')
     (dst / f"{last['key']}.png").unlink()
     capsys.readouterr()
-    assert collect_lq_faces.main(args) == 0
+    assert collect_lq_faces.main(args) == 1
     assert 'resumed' in capsys.readouterr().out
     again = read_rows(dst)
     assert sorted(r['key'] for r in again) == sorted(r['key'] for r in rows)
@@ -107,7 +107,7 @@ def test_refuses_a_foreign_destination(photos, tmp_path, capsys):
 def test_retinaface_without_weights_stops_with_the_file_name(photos, tmp_path, capsys):
     code = collect_lq_faces.main([str(photos), str(tmp_path / 'out'), '--detector', 'retinaface',
                                   '--weights-dir', str(tmp_path / 'w'), '--workers', '1'])
-    assert code == 1
+    assert code == 2  # configuration: nothing was done
     assert 'detection_Resnet50_Final.pth' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
 
@@ -117,7 +117,53 @@ def test_help(capsys):
         collect_lq_faces.main(['--help'])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert all(opt in out for opt in ('--min-size', '--size', '--detector', '--weights-dir', '--max-faces'))
+    assert all(opt in out for opt in ('--min-size', '--size', '--detector', '--weights-dir', '--max-faces',
+                                      '-i SRC, --input SRC', '-o DST, --output DST', '--overwrite'))
+
+
+def _one_photo_folder(root):
+    root.mkdir()
+    cv2.imwrite(str(root / 'a.png'), cv2.imread(str(SAMPLE_FACES / 'astronaut.png')))
+    return root
+
+
+def test_no_face_kept_is_exit_1_with_the_rule(tmp_path, capsys):
+    photos = _one_photo_folder(tmp_path / 'photos')
+    code = collect_lq_faces.main(['-i', str(photos), '-o', str(tmp_path / 'out'), '--min-size', '1000',
+                                  '--size', str(SIZE), '--workers', '1'])
+    assert code == 1
+    assert 'error: no face passed the size rule in 1 photo(s)' in capsys.readouterr().err
+
+
+def test_overwrite_starts_again_and_keeps_refusing_foreign_folders(tmp_path):
+    photos = _one_photo_folder(tmp_path / 'photos')
+    dst = tmp_path / 'out'
+    args = ['-i', str(photos), '-o', str(dst), '--size', str(SIZE), '--workers', '1']
+    assert collect_lq_faces.main(args) == 0
+    (dst / 'stale.png').write_bytes(b'from before')
+    assert collect_lq_faces.main(args + ['--overwrite']) == 0
+    assert not (dst / 'stale.png').exists() and len(read_rows(dst)) == 1
+
+
+def test_read_only_lmdb_is_one_error_naming_it(tmp_path, capsys, monkeypatch):
+    import lmdb
+
+    import dlst_plugin.lmdb_writer as writer_module
+    from dlst_plugin.lmdb_writer import LmdbWriter
+    photos = _one_photo_folder(tmp_path / 'photos')
+    dst = tmp_path / 'faces.lmdb'
+    LmdbWriter(dst).close()  # an existing LMDB, as an earlier run leaves it
+    real_open = lmdb.open
+
+    def open_read_only(path, **kwargs):  # what lmdb raises for a user who may not write the files (EACCES)
+        if not kwargs.get('readonly'):
+            raise lmdb.ReadonlyError(f'{path}: Permission denied')
+        return real_open(path, **kwargs)
+    monkeypatch.setattr(writer_module.lmdb, 'open', open_read_only)
+    code = collect_lq_faces.main(['-i', str(photos), '-o', str(dst), '--size', str(SIZE), '--workers', '1'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith('error: cannot open the LMDB') and str(dst) in err
+    assert 'ReadonlyError' in err and len(err.strip().splitlines()) == 1
 
 
 def test_max_faces_stops_early(photos, tmp_path):

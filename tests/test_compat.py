@@ -6,9 +6,12 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import run
+from helpers import REPO, run, write_options
 
 import dlst_plugin  # noqa: F401
+from dlst_plugin.errors import InputError
+
+TINY_SR = REPO / 'tests' / 'options' / 'train_tiny_sr.yml'
 
 
 def test_functional_tensor_alias_serves_rgb_to_grayscale():
@@ -58,8 +61,9 @@ def test_model_to_device_wraps_ddp_on_cpu(single_process_group):
 
 
 def _parse(tmp_path, monkeypatch, root, extra=''):
-    opt_file = tmp_path / 'o.yml'
-    opt_file.write_text(f'name: probe\nnum_gpu: 0\nmanual_seed: 1\ndatasets: {{}}\npath: {{{extra}}}\n')
+    opt_file = write_options(TINY_SR, tmp_path / 'o.yml', {'name': 'probe', 'num_gpu': 0})
+    if extra:
+        opt_file.write_text(opt_file.read_text().replace('path:\n', f'path:\n  {extra}\n'))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, 'argv', ['x', '-opt', str(opt_file)])
     from basicsr.utils.options import parse_options
@@ -88,9 +92,66 @@ def test_auto_resume_reads_configured_root_onto_cpu(tmp_path):
     torch.save({'iter': 7, 'epoch': 1, 'optimizers': [], 'schedulers': [{'milestones': Counter({3: 1})}]},
                states / '7.state')
     torch.save({'iter': 3, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / '3.state')
+    (tmp_path / 'exp' / 'models').mkdir()
+    for it in (3, 7):
+        torch.save({'params': {'w': torch.zeros(1)}}, tmp_path / 'exp' / 'models' / f'net_g_{it}.pth')
     opt = {'auto_resume': True, 'name': 'x', 'network_g': {}, 'path': {'training_states': str(states),
                                                        'models': str(tmp_path / 'exp' / 'models')}}
     state = train.load_resume_state(opt)
     assert state['iter'] == 7
     assert opt['path']['resume_state'].endswith('7.state')
     assert opt['path']['pretrain_network_g'].endswith(os.path.join('models', 'net_g_7.pth'))
+
+
+def test_parse_options_runs_python_tags_of_the_option_file_once(tmp_path, monkeypatch):
+    """The plugin reads the option file before BasicSR (to check it, for path.experiments_root) with a loader
+    that evaluates no !!python/object tag: only BasicSR's own load runs it (os.makedirs would fail twice)."""
+    made = tmp_path / 'made_by_the_option_file'
+    opt_file = write_options(TINY_SR, tmp_path / 'o.yml', {'name': 'probe', 'num_gpu': 0,
+                                                           'allow_unknown': ['payload']})
+    opt_file.write_text(opt_file.read_text() + f"payload: !!python/object/apply:os.makedirs ['{made}']\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['x', '-opt', str(opt_file)])
+    from basicsr.utils.options import parse_options
+    parse_options(str(tmp_path), is_train=True)
+    assert made.is_dir()
+
+
+def _model():
+    from basicsr.models.base_model import BaseModel
+    return BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False, 'path': {}})
+
+
+def test_load_network_runs_no_code_even_with_torch_unsafe_default(tmp_path, monkeypatch):
+    marker = tmp_path / 'code_ran'
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker), ))
+
+    crafted = tmp_path / 'crafted.pth'
+    torch.save({'params': Payload()}, crafted)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(InputError, match='crafted.pth') as err:
+        _model().load_network(torch.nn.Linear(2, 2), str(crafted))
+    assert not marker.exists()
+    assert 'os.makedirs' in str(err.value) or 'posix.makedirs' in str(err.value)
+
+
+@pytest.mark.parametrize('content', [b'not a checkpoint\n', b''], ids=['text', 'empty'])
+def test_load_network_names_a_file_that_is_no_checkpoint(tmp_path, content):
+    bad = tmp_path / 'net_g.pth'
+    bad.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        _model().load_network(torch.nn.Linear(2, 2), str(bad))
+    message = str(err.value)
+    assert str(bad) in message and 'expected a network checkpoint saved by BasicSR' in message
+    assert '\n' not in message
+
+
+def test_load_network_reads_params_and_falls_back_from_params_ema(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    torch.save({'params': {f'module.{k}': v for k, v in net.state_dict().items()}}, tmp_path / 'n.pth')
+    other = torch.nn.Linear(2, 2)
+    _model().load_network(other, str(tmp_path / 'n.pth'), param_key='params_ema')
+    assert torch.equal(other.weight, net.weight)

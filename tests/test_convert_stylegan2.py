@@ -65,12 +65,18 @@ def test_truncated_file_gives_one_error_line_from_the_command(tmp_path):
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_existing_destination_needs_force(tmp_path, capsys):
+def test_existing_destination_needs_overwrite(tmp_path, capsys):
     torch.save({'params_ema': PureStyleGAN2Generator(**TINY_G).state_dict()}, tmp_path / 'g.pth')
     (tmp_path / 'out.pth').write_bytes(b'keep me')
-    assert main([str(tmp_path / 'g.pth'), str(tmp_path / 'out.pth')]) == 1
-    assert '--force' in capsys.readouterr().err
+    assert main(['-i', str(tmp_path / 'g.pth'), '-o', str(tmp_path / 'out.pth')]) == 2  # usage: nothing done
+    assert '--overwrite' in capsys.readouterr().err
     assert (tmp_path / 'out.pth').read_bytes() == b'keep me'
-    assert main([str(tmp_path / 'g.pth'), str(tmp_path / 'out.pth'), '--force']) == 0
+    assert main(['-i', str(tmp_path / 'g.pth'), '-o', str(tmp_path / 'out.pth'), '--overwrite']) == 0
     assert set(torch.load(tmp_path / 'out.pth', weights_only=True)) == {'params_ema'}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['g.pth', 'out.pth']  # no temporary file left
+    assert main([str(tmp_path / 'g.pth'), str(tmp_path / 'out.pth'), '--force']) == 0  # the old spelling
+
+
+def test_missing_source_is_a_usage_error(tmp_path, capsys):
+    assert main(['-i', str(tmp_path / 'nope.pth'), '-o', str(tmp_path / 'out.pth')]) == 2
+    assert capsys.readouterr().err.startswith('error: -i/--input') and not (tmp_path / 'out.pth').exists()

@@ -64,7 +64,7 @@ def test_first_step_starts_from_identical_outputs(tmp_path):
     model.feed_data(real_lq())
     model.optimize_parameters(1)
     log = model.get_current_log()
-    assert log['l_g_pix'] == 0 and log['l_g_vgg'] == 0  # y_hat == y before the first update
+    assert log['l_g_pix'] == 0 and log['l_g_percep'] == 0  # y_hat == y before the first update
     assert log['l_g_gan'] > 0
 
 
@@ -98,7 +98,8 @@ def test_tiny_run_trains_validates_and_resumes_everything(tmp_path):
     exp = tmp_path / 'experiments' / 'tiny_dl'
     assert (exp / 'visualization' / 'train' / 'samples_4.png').is_file()
     saved = torch.load(exp / 'models' / 'net_g_4.pth', map_location='cpu', weights_only=True)
-    assert set(saved) == {'params', 'params_ema'} and any(k.startswith('green.') for k in saved['params'])
+    assert set(saved) == {'params', 'params_ema', 'meta'} and any(k.startswith('green.') for k in saved['params'])
+    assert saved['meta']['arch'] == 'CoupledStyleGAN2' and saved['meta']['options']['out_size'] == 32
 
     run(['python', '-m', 'dlst_plugin.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=6'],
         cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""GFP-GAN's degradation recipe as a pure function (dlst_plugin.data.degradations, SPEC.md section 4)."""
+"""GFP-GAN's degradation recipe as a pure function (dlst_plugin.data.degradations, docs/design.md#second-order-set)."""
 import math
 import random
 

@@ -124,7 +124,7 @@ def test_restored_names_come_from_name_or_folder():
 
 
 def test_missing_restored_folder_is_a_clear_error(tmp_path, capsys):
-    assert evaluate.main(['--restored', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out')]) == 1
+    assert evaluate.main(['--restored', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out')]) == 2
     err = capsys.readouterr().err
     assert 'nope' in err and 'does not exist' in err
     assert not (tmp_path / 'out').exists()
@@ -161,7 +161,8 @@ def test_cli_table_json_and_html_for_two_methods(folders, tmp_path):
     assert clean['metrics']['niqe']['value'] < blurred['metrics']['niqe']['value']
     assert clean['metrics']['fid']['value'] < blurred['metrics']['fid']['value']
     for method in payload['methods']:
-        assert set(method['metrics']) == {'niqe', 'fid', 'psnr', 'ssim'}
+        assert set(method['metrics']) == {'niqe', 'fid', 'psnr', 'ssim'} | ({'niqe_pyiqa'} if niqe.pyiqa_available()
+                                                                          else set())  # auto: pyiqa when installed
         for entry in method['metrics'].values():
             assert entry['backend'] and entry['image_format'] and entry['resize']
     assert blurred['missing_gt'] == [dropped.stem] and blurred['metrics']['psnr']['num_images'] == 3
@@ -181,3 +182,34 @@ def test_thumbnail_grid_without_inputs_shows_every_method(folders):
     columns, rows = evaluate.thumbnail_grid(args, methods, images, gt_images=None)
     assert columns == ['clean', 'blurred'] and len(rows) == 2
     assert all(uri.startswith('data:image/jpeg;base64,') for _, uris in rows for uri in uris)
+
+
+def test_gt_matching_no_restored_image_is_an_error_not_dashes(folders, tmp_path, capsys):
+    gt = tmp_path / 'gt'
+    gt.mkdir()
+    for i, path in enumerate(sorted((folders / 'clean').glob('*.png'))):
+        shutil.copy(path, gt / f'other_{i}.png')  # same faces, other names
+    code = evaluate.main(['--restored', str(folders / 'blurred'), '--gt', str(gt), '--metrics', 'psnr,ssim',
+                          '-o', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert code == 1 and 'share no file stem' in err and str(gt) in err and 'other_0' in err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_text_file_as_inception_weights_is_one_error_line(folders, tmp_path, capsys):
+    (tmp_path / 'notes.pth').write_text('not weights\n')
+    code = evaluate.main(['--restored', str(folders / 'blurred'), '--reference', str(folders / 'clean'),
+                          '--metrics', 'fid', '--inception-weights', str(tmp_path / 'notes.pth'),
+                          '-o', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith('error: --inception-weights') and 'notes.pth' in err and fid.FID_WEIGHTS_FILE in err
+
+
+def test_an_undecodable_image_is_left_out_named_and_exit_1(folders, tmp_path, capsys):
+    shutil.copytree(folders / 'lq', tmp_path / 'lq')
+    (tmp_path / 'lq' / 'broken.png').write_bytes(b'not a png')
+    code = evaluate.main(['--restored', str(tmp_path / 'lq'), '--metrics', 'niqe', '-o', str(tmp_path / 'out')])
+    assert code == 1 and 'broken.png' in capsys.readouterr().err
+    method = json.loads((tmp_path / 'out' / 'metrics.json').read_text())['methods'][0]
+    assert method['num_images'] == 4 and [s['file'] for s in method['skipped']] == [str(tmp_path / 'lq' / 'broken.png')]

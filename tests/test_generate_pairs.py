@@ -89,6 +89,42 @@ def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys):
     assert_complete(tmp_path / 'out', 2)
 
 
+def test_report_says_what_the_output_holds(checkpoint, tmp_path, capsys):
+    assert main(['--model', str(checkpoint), '-o', str(tmp_path / 'out'), '-n', '5']) == 0
+    capsys.readouterr()
+    assert main(['--model', str(checkpoint), '-o', str(tmp_path / 'out'), '-n', '2']) == 0
+    out = capsys.readouterr().out
+    assert 'made 0 pairs' in out and 'holds 5 pairs (keys 00000000..00000004)' in out and '3 more than' in out
+    assert main(['--model', str(checkpoint), '-o', str(tmp_path / 'out'), '-n', '2', '--overwrite']) == 0
+    assert 'holds 2 pairs' in capsys.readouterr().out
+    assert_complete(tmp_path / 'out', 2)
+
+
+def test_pair_left_half_written_by_a_larger_run_is_finished(checkpoint, tmp_path, capsys):
+    """A kill between the degraded and the clean commit of a run with -n 5 left pair 4 in degraded.lmdb only;
+    a rerun with -n 3 must not end with different key sets (SecondOrderFaceDataset refuses those)."""
+    from dlst_plugin.lmdb_writer import LmdbWriter
+    assert main([str(checkpoint), str(tmp_path / 'ref'), '-n', '5']) == 0
+    assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '3']) == 0
+    with LmdbWriter(tmp_path / 'out' / 'degraded.lmdb') as writer:
+        writer.put_image('00000004', np.zeros((32, 32, 3), np.uint8))  # a stale half of pair 4
+    assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '3']) == 0
+    assert 'holds 4 pairs' in capsys.readouterr().out
+    for name in ('clean.lmdb', 'degraded.lmdb'):
+        assert verify_lmdb(str(tmp_path / 'out' / name)) == []
+        stored, reference = read_lmdb(tmp_path / 'out' / name), read_lmdb(tmp_path / 'ref' / name)
+        assert sorted(stored) == ['00000000', '00000001', '00000002', '00000004']
+        assert np.abs(stored['00000004'].astype(int) - reference['00000004']).max() <= 1  # pair 4 as (seed, 4) draws it
+
+
+def test_text_file_as_model_is_one_error_line(tmp_path, capsys):
+    (tmp_path / 'notes.pth').write_text('not a checkpoint\n')
+    assert main(['--model', str(tmp_path / 'notes.pth'), '-o', str(tmp_path / 'out'), '-n', '2']) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith('error: --model')
+    assert 'notes.pth' in err and 'expected a degrader checkpoint' in err
+
+
 def test_a_checkpoint_that_is_no_degrader_is_one_error(tmp_path, capsys):
     torch.save({'params': {'conv.weight': torch.zeros(1)}}, tmp_path / 'other.pth')
     assert main([str(tmp_path / 'other.pth'), str(tmp_path / 'out'), '-n', '2']) == 2

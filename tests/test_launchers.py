@@ -61,6 +61,27 @@ def _drop_key(path, *keys):
     Path(path).write_text(yaml.safe_dump(opt, sort_keys=False))
 
 
+@pytest.mark.parametrize('kind', ['crafted', 'text'])
+def test_unusable_pretrained_network_is_one_line_and_runs_no_code(tmp_path, tiny_opt, kind):
+    """path.pretrain_network_g of BasicSR's own SRModel is read with weights_only=True even when torch's
+    default is switched off: a crafted pickle runs nothing, a text file is named, no traceback."""
+    marker = tmp_path / 'code_ran'
+    bad = tmp_path / f'{kind}.pth'
+    if kind == 'text':
+        bad.write_text('these are not weights\n')
+    else:
+        run(['python', '-c', 'import os, sys, torch\n'
+             'class P:\n    def __reduce__(self): return (os.makedirs, (sys.argv[2], ))\n'
+             'torch.save({"params": P()}, sys.argv[1])', bad, marker], cwd=tmp_path)
+    opt = write_options(tiny_opt, tmp_path / 'pretrained.yml', {'path:pretrain_network_g': str(bad)})
+    proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path, check=False,
+               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(error) == 1 and str(bad) in error[0] and 'expected a network checkpoint' in error[0]
+    assert 'Traceback' not in proc.stderr and not marker.exists()
+
+
 def test_missing_option_file_is_one_line(tmp_path):
     proc = run(['python', '-m', 'dlst_plugin.train', '-opt', 'nope.yml'], cwd=tmp_path, check=False)
     assert proc.returncode != 0
@@ -83,7 +104,7 @@ def test_torchrun_two_cpu_processes_train_and_auto_resume(tmp_path, tiny_opt):
     face_crops(tmp_path / 'faces16', size=32, count=16)  # 4 iterations x 2 ranks x batch 2: one epoch
     opt = write_options(tiny_opt, tmp_path / 'dist.yml', {
         'datasets:train:type': 'IndexRecordingDataset', 'datasets:train:dataroot_gt': str(tmp_path / 'faces16'),
-        'probe': '!!python/name:dist_probe.register'})
+        'probe': '!!python/name:dist_probe.register', 'allow_unknown': ['probe']})
     text = Path(opt).read_text().replace("'!!python/name:dist_probe.register'", '!!python/name:dist_probe.register')
     Path(opt).write_text(text)
     torchrun = ['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
@@ -131,3 +152,36 @@ def test_plugin_models_train_through_each_launcher(tmp_path, option, name, launc
     state = torch.load(tmp_path / 'experiments' / name / 'training_states' / '4.state', map_location='cpu',
                        weights_only=True)
     assert state['iter'] == 4
+
+
+def _setup_kwargs(monkeypatch):
+    """The keyword arguments setup.py passes to setuptools.setup (nothing is built)."""
+    import runpy
+
+    import setuptools
+    captured = {}
+    monkeypatch.setattr(setuptools, 'setup', lambda **kwargs: captured.update(kwargs))
+    runpy.run_path(str(REPO / 'setup.py'), run_name='setup_under_test')
+    return captured
+
+
+@pytest.mark.parametrize('command', ['build_py', 'editable_wheel'])
+def test_every_wheel_carries_the_startup_hook(tmp_path, monkeypatch, command):
+    """pip install . (build_py) and pip install -e . (a PEP 660 editable wheel) both put
+    dlst_plugin_startup.pth at the wheel's root, so site.py runs it at start-up."""
+    from setuptools.command.build_py import build_py
+    from setuptools.command.editable_wheel import editable_wheel
+    cls = _setup_kwargs(monkeypatch)['cmdclass'][command]
+    base = {'build_py': build_py, 'editable_wheel': editable_wheel}[command]
+    assert issubclass(cls, base)
+    if command == 'build_py':
+        monkeypatch.setattr(base, 'run', lambda self: None)
+        cmd = cls.__new__(cls)
+        cmd.build_lib = str(tmp_path)
+        cmd.run()
+    else:
+        assert callable(getattr(base, '_run_build_commands', None)), 'setuptools renamed the editable build step'
+        monkeypatch.setattr(base, '_run_build_commands', lambda self, name, unpacked, lib, tmp: (['f'], {}))
+        assert cls._run_build_commands(cls.__new__(cls), 'dlst_plugin', str(tmp_path), 'lib', 'tmp') == (['f'], {})
+    pth = tmp_path / 'dlst_plugin_startup.pth'
+    assert pth.read_text().strip() == 'import dlst_plugin_startup'

@@ -104,11 +104,44 @@ def test_corrupt_source_is_reported_and_skipped(tmp_path, capsys):
     truncated = cv2.imencode('.jpg', np.full((32, 32, 3), 128, np.uint8))[1].tobytes()[:200]
     (tmp_path / 'src' / 'cut.jpg').write_bytes(truncated)
     dst = tmp_path / 'out.lmdb'
-    assert make_lmdb.main([str(tmp_path / 'src'), str(dst), '--workers', '1']) == 0
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 1  # some inputs failed
     assert set(_lmdb_contents(dst)) == set(sources)
     report = (dst / 'skipped.csv').read_text()
     assert 'broken.png' in report and 'cut.jpg' in report
     assert 'skipped 2 unreadable' in capsys.readouterr().err
+
+
+def test_folder_of_only_unreadable_images_writes_no_lmdb_and_exits_1(tmp_path, capsys):
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'src' / 'a.png').write_bytes(b'not a png')
+    (tmp_path / 'src' / 'b.jpg').write_bytes(b'')
+    dst = tmp_path / 'out.lmdb'
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 1
+    err = capsys.readouterr().err
+    assert '\nerror: none of the 2 image(s)' in err and 'a.png' in err and 'b.jpg' in err and 'Traceback' not in err
+    assert not dst.exists()
+
+
+def test_read_only_lmdb_is_one_error_naming_it(tmp_path, capsys, monkeypatch):
+    """Resuming into an LMDB this user may not write (lmdb raises ReadonlyError: EACCES); root may write
+    anything, so the error lmdb gives an unprivileged user is raised for the write-mode open."""
+    import dlst_plugin.lmdb_writer as writer_module
+    _write_sources(tmp_path / 'src', count=2)
+    dst = tmp_path / 'ro.lmdb'
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 0
+    real_open = lmdb.open
+
+    def open_read_only(path, **kwargs):
+        if not kwargs.get('readonly'):
+            raise lmdb.ReadonlyError(f'{path}: Permission denied')
+        return real_open(path, **kwargs)
+    monkeypatch.setattr(writer_module.lmdb, 'open', open_read_only)
+    capsys.readouterr()
+    (tmp_path / 'src' / 'new.png').write_bytes((tmp_path / 'src' / '000.png').read_bytes())
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: cannot open the LMDB') and str(dst) in err and 'ReadonlyError' in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_names_breaking_the_key_rule_stop_with_the_rule(tmp_path, capsys):
@@ -122,6 +155,19 @@ def test_names_breaking_the_key_rule_stop_with_the_rule(tmp_path, capsys):
     assert 'v1_2_face' in _lmdb_contents(tmp_path / 'b.lmdb')
 
 
+def test_read_only_permissions_are_found_before_writing(tmp_path, capsys, monkeypatch):
+    import dlst_plugin.fileio as fileio
+    _write_sources(tmp_path / 'src', count=2)
+    dst = tmp_path / 'ro.lmdb'
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 0
+    real_access = fileio.os.access
+    monkeypatch.setattr(fileio.os, 'access', lambda p, mode: not str(p).endswith('data.mdb') and real_access(p, mode))
+    capsys.readouterr()
+    assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: LMDB {dst} is read-only ({dst / "data.mdb"} cannot be written)')
+
+
 def test_existing_dst(tmp_path, capsys):
     _write_sources(tmp_path / 'src', count=2)
     src, dst = str(tmp_path / 'src'), tmp_path / 'out.lmdb'
@@ -129,7 +175,7 @@ def test_existing_dst(tmp_path, capsys):
     (tmp_path / 'other.lmdb' / 'notes.txt').write_text('mine')
     assert make_lmdb.main([src, str(tmp_path / 'other.lmdb')]) == 2  # not an LMDB: left alone
     assert (tmp_path / 'other.lmdb' / 'notes.txt').read_text() == 'mine'
-    assert make_lmdb.main([src, str(dst), '--workers', '1']) == 0
+    assert make_lmdb.main(['-i', src, '-o', str(dst), '--workers', '1']) == 0
     before = _lmdb_contents(dst)
     assert make_lmdb.main([src, str(dst), '--no-resume']) == 2
     assert make_lmdb.main([src, str(dst), '--png-level', '5']) == 2  # different options than the first run

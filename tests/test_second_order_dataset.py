@@ -1,4 +1,5 @@
-"""SecondOrderFaceDataset: generated pairs + FFHQ, second-order degradation, Method (1) (SPEC.md section 4)."""
+"""SecondOrderFaceDataset: generated pairs + FFHQ, second-order degradation, Method (1)
+(docs/design.md#second-order-set)."""
 import cv2
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""SkipTransformer architecture (SPEC.md section 5): shapes, options, attention, skip wiring, decoder loading."""
+"""SkipTransformer architecture (docs/design.md#skip-transformer): shapes, options, attention, skip wiring,
+decoder loading."""
 import math
 
 import pytest

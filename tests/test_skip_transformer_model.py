@@ -59,7 +59,8 @@ def test_step_logs_every_loss_and_keeps_frozen_weights(tmp_path):
     mapping_before = [p.clone() for p in model.net_g.decoder.style_mlp.parameters()]
     model.feed_data(batch())
     model.optimize_parameters(1)
-    assert set(model.log_dict) >= {'l_pix', 'l_percep', 'l_g_gan', 'l_d_real', 'l_d_fake'}
+    assert set(model.log_dict) >= {'l_g_pix', 'l_g_percep', 'l_g_gan', 'l_d_real', 'l_d_fake', 'out_d_real',
+                                   'out_d_fake'}
     assert all(np.isfinite(v) for v in model.log_dict.values())
     assert all(torch.equal(a, b) for a, b in zip(frozen_before, d.frozen_parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(trainable_before, d.trainable_parameters()))
@@ -113,16 +114,6 @@ def _degrade(gt, generator, noise=0.15):
     return (blurred + noise * torch.randn(gt.shape, generator=generator)).clamp(-1, 1)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks are bound by per-op overhead: one thread is as fast, and far faster when
-    other processes compete for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_st_learns_to_restore_held_out_faces(tmp_path, one_thread):
     """A 32 px ST trained 200 iterations on degraded crops of the sample faces brings the L2 of
@@ -171,7 +162,7 @@ def test_basicsr_train_trains_validates_saves_and_resumes(tmp_path, tiny_run):
     assert 'End of training' in log and '# psnr' in log and '# ssim' in log, log[-3000:]
     assert len(list((exp / 'visualization').rglob('*_4.png'))) == 2
     saved = torch.load(exp / 'models' / 'net_g_latest.pth', map_location='cpu', weights_only=True)
-    assert set(saved) == {'params', 'params_ema'}
+    assert set(saved) == {'params', 'params_ema', 'meta'} and saved['meta']['arch'] == 'SkipTransformer'
     assert (exp / 'models' / 'net_d_latest.pth').is_file()
 
     before = torch.load(exp / 'training_states' / '4.state', map_location='cpu', weights_only=True)

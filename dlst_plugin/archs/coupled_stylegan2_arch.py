@@ -1,4 +1,4 @@
-"""Coupled StyleGAN2 generators for degradation learning (paper 3.2.2, Fig. 1; SPEC.md section 3).
+"""Coupled StyleGAN2 generators for degradation learning (paper 3.2.2, Fig. 1; docs/design.md#degradation-learning).
 
 One mapping network (z -> w), shared and frozen; a frozen *red* synthesis network that draws
 the clean face y; a trainable *green* synthesis network that learns to draw the degraded face
@@ -54,6 +54,8 @@ class CoupledStyleGAN2(nn.Module):
         mixing_prob (float): probability that a sample mixes two codes (StyleGAN2 style mixing).
         num_mean_latent (int): number of z averaged for the truncation centre.
     """
+
+    MEMORY_FORMAT = torch.channels_last  # the synthesis networks run channels-last inside
 
     def __init__(self, out_size, num_style_feat=512, num_mlp=8, channel_multiplier=2, resample_kernel=RESAMPLE_KERNEL,
                  lr_mlp=0.01, narrow=1, pretrained=None, pretrained_layout='auto', truncation=1.0, mixing_prob=0.0,

@@ -1,4 +1,4 @@
-"""Skip-Transformer (ST) restorer (paper section 3.3, Fig. 3; SPEC.md section 5).
+"""Skip-Transformer (ST) restorer (paper section 3.3, Fig. 3; docs/design.md#skip-transformer).
 
 Encoder (nine blocks at 512 px): a full-resolution stage of residual blocks, residual stages
 down to 64 px, transformer stages at 32-4 px, a fully connected layer to w. Decoder: a
@@ -18,6 +18,7 @@ from dlst_plugin.archs.skip_transformer_blocks import (
     TransformerBlock,
     conv_act,
     default_patch_size,
+    run_block,
 )
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
@@ -41,8 +42,10 @@ class STEncoder(nn.Module):
     """Image -> ({resolution: feature}, w). Stage 1 keeps the input resolution (``num_first_blocks``
     residual blocks, as GLEAN); each later stage halves it, with attention at <= 32 px."""
 
-    def __init__(self, out_size, channels, num_style_feat, num_first_blocks, attention, patch_sizes):
+    def __init__(self, out_size, channels, num_style_feat, num_first_blocks, attention, patch_sizes,
+                 use_checkpoint=False):
         super().__init__()
+        self.use_checkpoint = use_checkpoint
         self.first = nn.Sequential(conv_act(3, channels[out_size]),
                                    *[ResidualConvBlock(channels[out_size]) for _ in range(num_first_blocks)])
         self.stages = nn.ModuleList()
@@ -56,10 +59,10 @@ class STEncoder(nn.Module):
         self.to_w = nn.Linear(channels[4] * 4 * 4, num_style_feat)
 
     def forward(self, x):
-        out = self.first(x)
+        out = run_block(self.first, x, checkpointed=self.use_checkpoint)
         features = {self.resolutions[0]: out}
         for res, stage in zip(self.resolutions[1:], self.stages):
-            out = stage(out)
+            out = run_block(stage, out, checkpointed=self.use_checkpoint)
             features[res] = out
         return features, self.to_w(out.flatten(1))
 
@@ -80,15 +83,22 @@ class SkipTransformer(nn.Module):
             the paper's six at 512 px).
         decoder_load_path: pretrained StyleGAN2 checkpoint (any layout ``dlst_plugin.checkpoints``
             reads) loaded into the decoder. fix_decoder: freeze the decoder.
+        use_checkpoint: gradient checkpointing of the encoder stages and skip layers in training
+            (their activations are recomputed in the backward pass: less memory, same gradients).
 
     The decoder's mapping network is kept (checkpoints load strictly) but unused and frozen.
+    ``LR_FACTORS``: the training model's default learning rate of the decoder group is a tenth of the
+    encoder's (the paper's 5e-6 vs 5e-5).
     The decoder noise is random in training mode and the stored maps in eval mode, so
     restoration is deterministic.
     """
 
+    LR_FACTORS = {'decoder': 0.1}
+    MEMORY_FORMAT = torch.channels_last  # the encoder and the decoder run channels-last inside
+
     def __init__(self, out_size=512, num_style_feat=512, num_mlp=8, channel_multiplier=1, narrow=1,
                  encoder_narrow=1, num_first_blocks=4, attention=True, patch_sizes=None,
-                 skip_resolutions=None, lr_mlp=0.01, decoder_load_path=None, fix_decoder=False):
+                 skip_resolutions=None, lr_mlp=0.01, decoder_load_path=None, fix_decoder=False, use_checkpoint=False):
         super().__init__()
         log2_size(out_size)
         self.out_size = out_size
@@ -99,7 +109,9 @@ class SkipTransformer(nn.Module):
         enc_channels = {res: max(1, int(c * encoder_narrow)) for res, c in dec_channels.items()}
         patches = _patch_sizes(out_size, patch_sizes)
         self.patch_sizes = patches
-        self.encoder = STEncoder(out_size, enc_channels, num_style_feat, num_first_blocks, attention, patches)
+        self.use_checkpoint = use_checkpoint
+        self.encoder = STEncoder(out_size, enc_channels, num_style_feat, num_first_blocks, attention, patches,
+                                 use_checkpoint)
         if skip_resolutions is None:
             skip_resolutions = [r for r in patches if MIN_SKIP_RESOLUTION <= r < out_size]
         self.skip_resolutions = sorted(int(r) for r in skip_resolutions)
@@ -148,6 +160,8 @@ class SkipTransformer(nn.Module):
         def skip_hook(resolution, feature):
             resolution = int(resolution)  # a tensor while tracing
             layer = self.skips[str(resolution)] if resolution in self.skip_resolutions else None
-            return feature if layer is None else layer(features[resolution], feature)
+            if layer is None:
+                return feature
+            return run_block(layer, features[resolution], feature, checkpointed=self.use_checkpoint)
 
         return self.decoder.synthesis(latent, noise, feature_hook=skip_hook, dtype=x.dtype)

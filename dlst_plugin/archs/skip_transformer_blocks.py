@@ -1,9 +1,9 @@
-"""Building blocks of the Skip-Transformer (paper section 3.3, Figs. 4-6; SPEC.md section 5).
+"""Building blocks of the Skip-Transformer (paper section 3.3, Figs. 4-6; docs/design.md#skip-transformer).
 
 A transformer block is ``stride-2 conv -> [self-attention + residual] -> residual conv block``;
 above ``ATTENTION_MAX_RESOLUTION`` px the attention and its residual are dropped (Fig. 4
 caption), which leaves the encoder's residual block. Everything runs in channels-last memory
-(the decoder's layout, SPEC.md section 7 timings).
+(the decoder's layout, docs/design.md#toolchain timings).
 """
 import torch
 from torch import nn
@@ -14,8 +14,18 @@ TOKENS_PER_SIDE = 8  # default patch size p = resolution / 8: 64 tokens per imag
 
 
 def default_patch_size(resolution):
-    """p = resolution / 8 floored at 1 (SPEC.md section 5)."""
+    """p = resolution / 8 floored at 1 (docs/design.md#skip-transformer)."""
     return max(1, resolution // TOKENS_PER_SIDE)
+
+
+def run_block(block, *inputs, checkpointed=False):
+    """``block(*inputs)``, through gradient checkpointing when ``checkpointed`` and autograd is recording:
+    the block's activations are not kept for the backward pass but recomputed there (less memory,
+    about one more forward of the block), with the same gradients."""
+    if checkpointed and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+        return checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
 
 
 def conv_act(in_channels, out_channels, kernel_size=3, stride=1):
@@ -54,7 +64,7 @@ class PatchSelfAttention(nn.Module):
 
     Attention is the standard ``softmax(Q K^T / sqrt(d)) V`` with d the token dimension: the
     paper's Eq. 7 divides the attention output by sqrt(d) after the softmax instead, which only
-    rescales V and leaves the softmax unscaled; we take it as a misprint (SPEC.md section 5).
+    rescales V and leaves the softmax unscaled; we take it as a misprint (docs/design.md#skip-transformer).
     """
 
     def __init__(self, channels, patch_size):
@@ -113,7 +123,7 @@ class SkipLayer(nn.Module):
     decoder width -> residual block (> 32 px) or transformer block (<= 32 px) -> 1x1 conv back
     to the decoder width.
 
-    The paper gives no widths; the 1x1 projection keeps the block at the decoder width (SPEC.md
+    The paper gives no widths; the 1x1 projection keeps the block at the decoder width (docs/design.md
     section 5: a block at the concatenated width costs ~4x more). The output conv starts at zero
     and its result is added to the decoder feature, so a pretrained decoder starts unchanged.
     """

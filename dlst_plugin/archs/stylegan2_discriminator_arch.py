@@ -1,4 +1,5 @@
 """Pure-PyTorch StyleGAN2 discriminator (BasicSR layout) with FreezeD (Mo et al. 2020)."""
+import logging
 import math
 
 import torch
@@ -13,6 +14,28 @@ from dlst_plugin.archs.stylegan2_layers import (
     log2_size,
     stylegan2_channels,
 )
+
+logger = logging.getLogger(__name__)
+_warned_batches = set()
+
+
+def stddev_group_size(batch, group):
+    """Samples per minibatch-stddev group for a batch of ``batch`` (StyleGAN2: ``min(batch, group)``).
+
+    BasicSR and StyleGAN2 fail when the batch is not a multiple of the group (a last partial batch,
+    a batch of 6 with groups of 4); here the largest divisor of the batch not above ``group`` is used
+    instead, with a one-time warning. Groups of one give a constant statistic (the feature carries
+    no information), which the warning says."""
+    size = min(batch, group)
+    if batch % size == 0:
+        return size
+    size = max(d for d in range(1, size + 1) if batch % d == 0)
+    if batch not in _warned_batches:
+        _warned_batches.add(batch)
+        logger.warning('discriminator: a batch of %d is not a multiple of stddev_group %d; its minibatch-stddev '
+                       'uses groups of %d%s', batch, group, size,
+                       ' (a constant feature: make the batch a multiple of the group)' if size == 1 else '')
+    return size
 
 
 @ARCH_REGISTRY.register()
@@ -48,7 +71,7 @@ class PureStyleGAN2Discriminator(nn.Module):
 
     @staticmethod
     def blocks_above(out_size, resolution=32):
-        """How many leading blocks work above ``resolution`` px: SPEC.md section 3's default
+        """How many leading blocks work above ``resolution`` px: the default of docs/design.md#degradation-learning
         FreezeD depth (the from-RGB conv and every ResBlock whose input is larger)."""
         return 1 + max(0, int(math.log2(out_size)) - int(math.log2(resolution)))
 
@@ -73,11 +96,11 @@ class PureStyleGAN2Discriminator(nn.Module):
                              f'{tuple(x.shape[-2:])}')
         out = self.conv_body(x)
         b, c, h, w = out.shape
-        group = min(b, self.stddev_group)
-        if b % group:
-            group = 1  # batch not divisible: per-sample statistics (BasicSR would crash)
-        stddev = out.view(group, -1, self.stddev_feat, c // self.stddev_feat, h, w)
+        group = stddev_group_size(b, self.stddev_group)
+        # in float32 (any memory format): under float16 autocast the 1e-8 would vanish and sqrt's
+        # gradient at a zero variance would turn R1's double backward into NaN
+        stddev = out.float().reshape(group, -1, self.stddev_feat, c // self.stddev_feat, h, w)
         stddev = torch.sqrt(stddev.var(0, unbiased=False) + 1e-8)
-        stddev = stddev.mean([2, 3, 4], keepdim=True).squeeze(2).repeat(group, 1, h, w)
+        stddev = stddev.mean([2, 3, 4], keepdim=True).squeeze(2).repeat(group, 1, h, w).to(out.dtype)
         out = self.final_conv(torch.cat([out, stddev], 1))
-        return self.final_linear(out.view(b, -1))
+        return self.final_linear(out.reshape(b, -1))

@@ -2,7 +2,8 @@
 
 Besides BasicSR's ``forward``, it exposes the two halves other networks reuse:
 ``mapping`` (z -> w) and ``synthesis`` (per-layer latents -> image), the latter with a
-``feature_hook`` through which the Skip-Transformer replaces decoder features.
+``feature_hook`` through which the Skip-Transformer replaces decoder features, and an
+``rgb_hook`` through which GLEAN fuses encoder features into the RGB skip.
 """
 import random
 
@@ -100,12 +101,14 @@ class PureStyleGAN2Generator(nn.Module):
             styles[1].unsqueeze(1).repeat(1, self.num_latent - inject_index, 1)
         ], 1)
 
-    def synthesis(self, latent, noise=None, feature_hook=None, dtype=None):
+    def synthesis(self, latent, noise=None, feature_hook=None, dtype=None, rgb_hook=None):
         """Per-layer latents (b, num_latent, c) -> image (b, 3, out_size, out_size).
 
         ``noise``: list of ``num_layers`` maps, or None for fresh noise.
         ``feature_hook(resolution, feature) -> feature`` may replace the feature after the
-        two style convs of each resolution (8 ... out_size), before its ToRGB.
+        two style convs of each resolution (4 ... out_size), before its ToRGB.
+        ``rgb_hook(resolution, skip) -> skip`` may replace the RGB skip right after each ToRGB
+        (4 ... out_size). Both get ``resolution`` as a Python int (static, so tracing works).
         """
         noise = noise if noise is not None else [None] * self.num_layers
         # channels-last: the CPU (oneDNN) and GPU (cuDNN) convolutions run it 1.5-3x faster
@@ -114,14 +117,19 @@ class PureStyleGAN2Generator(nn.Module):
         if feature_hook is not None:
             out = feature_hook(4, out)
         skip = self.to_rgb1(out, latent[:, 1])
-        i = 1
+        if rgb_hook is not None:
+            skip = rgb_hook(4, skip)
+        i, resolution = 1, 4
         for conv1, conv2, noise1, noise2, to_rgb in zip(self.style_convs[::2], self.style_convs[1::2], noise[1::2],
                                                         noise[2::2], self.to_rgbs):
+            resolution *= 2
             out = conv1(out, latent[:, i], noise=noise1)
             out = conv2(out, latent[:, i + 1], noise=noise2)
             if feature_hook is not None:
-                out = feature_hook(out.shape[-1], out)
+                out = feature_hook(resolution, out)
             skip = to_rgb(out, latent[:, i + 2], skip)
+            if rgb_hook is not None:
+                skip = rgb_hook(resolution, skip)
             i += 2
         return skip.contiguous()
 

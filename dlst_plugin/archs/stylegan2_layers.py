@@ -1,6 +1,6 @@
 """StyleGAN2 layers shared by every network of the plugin (generator, discriminator,
 degrader, Skip-Transformer decoder). Parameter names follow BasicSR's StyleGAN2 so its
-checkpoints load strictly (SPEC.md section 2)."""
+checkpoints load strictly (docs/design.md#stylegan2)."""
 import math
 
 import torch
@@ -152,8 +152,8 @@ class StyleConv(nn.Module):
         out = self.modulated_conv(x, style, bias=self.activate.bias)
         if noise is None:
             noise = out.new_empty(out.shape[0], 1, *out.shape[2:]).normal_()
-        if _inplace(out, noise, self.weight):
-            out.add_(noise.to(out.dtype), alpha=self.weight.item())
+        if _inplace(out, noise, self.weight):  # addcmul_: no .item(), so no device sync per layer
+            out.addcmul_(noise.to(out.dtype), self.weight.to(out.dtype))
         else:
             out = out + self.weight * noise.to(out.dtype)
         return fused_leaky_relu(out, None, self.activate.negative_slope, self.activate.scale)

@@ -1,6 +1,6 @@
 """StyleGAN2's low-level ops in plain PyTorch: FIR resampling and the fused bias-activation.
 
-The math is BasicSR's ``upfirdn2d`` / ``fused_leaky_relu`` (SPEC.md section 2), written as
+The math is BasicSR's ``upfirdn2d`` / ``fused_leaky_relu`` (docs/design.md#stylegan2), written as
 depthwise convolutions the CPU and GPU backends run fast, instead of BasicSR's
 reshape-and-permute ``upfirdn2d_native`` or its CUDA-only extension.
 """

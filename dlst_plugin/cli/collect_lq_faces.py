@@ -4,22 +4,30 @@ Detect every face, keep those whose box is at least --min-size px on both sides 
 20x20), crop with a margin, resize bicubic to the generator size, align to the FFHQ
 template, and write a folder of PNGs or an LMDB (DST ending in .lmdb) with faces.csv
 (source photo, box, score, size, landmarks per face). Reruns resume; unreadable photos
-are listed in errors.csv and skipped.
+are listed in errors.csv, skipped, and make the exit code 1.
 """
-import argparse
 import os
 import sys
 
-from dlst_plugin.faces.detection import WEIGHTS_ENV, MissingWeightsError, available_backends
+from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
+from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
 from dlst_plugin.faces.harvest import ERRORS_CSV, FACES_CSV, HarvestOptions, harvest
-from dlst_plugin.lmdb_writer import list_images
+from dlst_plugin.image_files import list_images
+
+EXAMPLE = ('example:\n  dlst-collect-lq-faces -i WIDER_train/images -o datasets/real_lq_faces.lmdb --size 512 '
+           '--min-size 20')
 
 
-def add_common_arguments(p, default_size=512):
+def add_harvest_arguments(p, default_size=512):
     """Options shared with dlst-make-testset (one place for the harvest's options)."""
-    p.add_argument('src', help='folder of photos (searched recursively)')
-    p.add_argument('dst', help="output folder for PNG faces, or an LMDB folder when it ends with '.lmdb'; "
-                               'an earlier run into DST is resumed')
+    p.add_argument('-i', '--input', metavar='SRC', help='folder of photos (searched recursively)')
+    p.add_argument('-o', '--output', metavar='DST',
+                   help="output folder for PNG faces, or an LMDB folder when it ends with '.lmdb'; an earlier run "
+                        'into DST is resumed')
+    add_positional_alias(p, 'input', 'SRC', '-i/--input')
+    add_positional_alias(p, 'output', 'DST', '-o/--output')
+    p.add_argument('--overwrite', action='store_true', help='delete an earlier harvest in DST and start again')
     p.add_argument('--glob', default=None, help="only photos whose path relative to SRC matches this fnmatch "
                                                 "pattern, e.g. '0--Parade/*'")
     p.add_argument('--size', type=int, default=default_size, help='side of the aligned output faces in px')
@@ -43,34 +51,33 @@ def add_common_arguments(p, default_size=512):
                    help='photos between commits of faces and bookkeeping (what a kill can cost)')
 
 
+add_common_arguments = add_harvest_arguments  # the old name
+
+
 def run_harvest(args, opts, what):
-    if not os.path.isdir(args.src):
-        print(f'error: source folder {args.src} does not exist', file=sys.stderr)
-        return 2
+    """Harvest ``args.input`` into ``args.output``; exit code 1 when a photo failed or no face was kept."""
+    if not os.path.isdir(args.input):
+        raise ConfigError(f'-i/--input {args.input}: source folder does not exist')
     if args.size < 16 or args.workers < 1 or args.flush_every < 1:
-        print('error: --size must be at least 16, --workers and --flush-every at least 1', file=sys.stderr)
-        return 2
-    photos = list_images(args.src, args.glob)
+        raise ConfigError('--size must be at least 16, --workers and --flush-every at least 1')
+    photos = list_images(args.input, args.glob)
     if not photos:
-        print(f'error: no images under {args.src}' + (f' matching {args.glob!r}' if args.glob else ''),
-              file=sys.stderr)
-        return 2
-    try:
-        summary = harvest(photos, args.dst, opts, workers=args.workers, flush_every=args.flush_every,
-                          max_faces=args.max_faces, desc=what)
-    except MissingWeightsError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    except (ValueError, FileExistsError, OSError, ImportError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+        raise ConfigError(f'-i/--input {args.input}: no images' + (f' matching {args.glob!r}' if args.glob else ''))
+    summary = harvest(photos, args.output, opts, workers=args.workers, flush_every=args.flush_every,
+                      max_faces=args.max_faces, desc=what, overwrite=args.overwrite)
+    errors_csv = os.path.join(args.output, ERRORS_CSV)
     if summary['already_done']:
         print(f"resumed: {summary['already_done']} of {summary['photos']} photos were done before")
-    print(f"{summary['faces']} {what} in {args.dst} from {summary['photos_done']} photos "
-          f"({summary['seconds']:.1f} s this run); per-face records in {os.path.join(args.dst, FACES_CSV)}")
+    if not summary['faces']:
+        raise InputError(f"no face passed the size rule in {summary['photos_done']} photo(s) under {args.input} "
+                         f"({summary['errors']} unreadable, listed in {errors_csv}); check --min-size/--max-size, "
+                         '--score-threshold and the photos')
+    print(f"{summary['faces']} {what} in {args.output} from {summary['photos_done']} photos "
+          f"({summary['seconds']:.1f} s this run); per-face records in {os.path.join(args.output, FACES_CSV)}")
     if summary['errors']:
         print(f"warning: {summary['errors']} photo(s) could not be processed and were skipped, listed in "
-              f'{os.path.join(args.dst, ERRORS_CSV)}', file=sys.stderr)
+              f'{errors_csv}', file=sys.stderr)
+        return EXIT_INPUT
     return 0
 
 
@@ -81,17 +88,19 @@ def options_from_args(args, **size_rule):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-collect-lq-faces', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_arguments(p)
+    p = make_parser('dlst-collect-lq-faces', __doc__.split('\n')[0], epilog=EXAMPLE)
+    add_harvest_arguments(p)
     p.add_argument('--min-size', type=float, default=20,
                    help='keep a face only if its box is at least this many px wide and high (paper: 20)')
     return p
 
 
+INTERRUPTED = 'faces of the photos finished so far are kept (done.txt lists them); rerun the same command to resume'
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return run_harvest(args, options_from_args(args, min_size=args.min_size), 'LQ faces')
+    return run_command(build_parser(), lambda args: run_harvest(args, options_from_args(args, min_size=args.min_size),
+                                                                'LQ faces'), argv, interrupted=INTERRUPTED)
 
 
 if __name__ == '__main__':

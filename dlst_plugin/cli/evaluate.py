@@ -5,22 +5,27 @@ Each ``--restored NAME=DIR`` is one method (one table row); images are matched a
 file stem. Results go to ``OUT/metrics.json`` (every number with its backend, image format and resize
 rule) and ``OUT/report.html`` (self-contained: metric table and input | methods | ground-truth thumbnails).
 Nothing is downloaded: FID's Inception weights are read from disk (see ``--weights-dir``).
+An image that cannot be decoded is left out, named, and makes the exit code 1; ``--gt`` matching
+no restored image is an error, not a table of dashes.
 """
-import argparse
 import datetime
 import math
 import sys
 from pathlib import Path
 
+from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
+
 METRICS = ('niqe', 'fid', 'psnr', 'ssim', 'lpips')
+EXAMPLE = ('examples:\n  dlst-evaluate --restored DL-ST=results/dlst --input testset/lq --reference ffhq512/ -o eval\n'
+           '  dlst-evaluate --reference ffhq512/ --save-stats weights/ffhq512_fid.npz')
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-evaluate', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser('dlst-evaluate', __doc__.split('\n')[0], epilog=EXAMPLE)
     p.add_argument('--restored', action='append', default=[], metavar='[NAME=]DIR',
                    help='folder of restored faces of one method, repeatable; a bare DIR is named after its folder')
-    p.add_argument('--input', metavar='DIR', help='the degraded inputs (only shown as thumbnails)')
+    p.add_argument('-i', '--input', metavar='DIR', help='the degraded inputs (only shown as thumbnails)')
     p.add_argument('--gt', metavar='DIR', help='ground-truth faces, matched by file stem: enables PSNR/SSIM/LPIPS')
     p.add_argument('--reference', metavar='DIR', help='high-quality faces FID compares against')
     p.add_argument('--reference-stats', metavar='FILE',
@@ -42,7 +47,8 @@ def build_parser():
                    help='TESTS ONLY: a randomly initialised Inception; its FID means nothing')
     p.add_argument('--batch-size', type=int, default=16, help='images per Inception forward pass')
     p.add_argument('--device', default='auto', help='torch device for the Inception (auto: cuda when available)')
-    p.add_argument('--out', default='evaluation', help='folder for metrics.json and report.html (replaced)')
+    p.add_argument('-o', '--output', '--out', dest='output', default='evaluation',
+                   help='folder for metrics.json and report.html, which are replaced (--out: old spelling)')
     p.add_argument('--thumbnails', type=int, default=12, help='image rows shown side by side in the HTML report')
     return p
 
@@ -55,9 +61,9 @@ def parse_restored(entries):
         if not sep:
             name, folder = Path(entry.rstrip('/\\')).name or entry, entry
         if not name or not folder:
-            raise ValueError(f'--restored {entry!r}: expected NAME=DIR or DIR')
+            raise ConfigError(f'--restored {entry!r}: expected NAME=DIR or DIR')
         if name in [n for n, _ in methods]:
-            raise ValueError(f'--restored: two methods are named {name!r}; name them with NAME=DIR')
+            raise ConfigError(f'--restored: two methods are named {name!r}; name them with NAME=DIR')
         methods.append((name, Path(folder)))
     return methods
 
@@ -69,11 +75,11 @@ def choose_metrics(args, lpips_reason):
         chosen = [m.strip().lower() for m in args.metrics.split(',') if m.strip()]
         unknown = sorted(set(chosen) - set(METRICS))
         if unknown:
-            raise ValueError(f'--metrics: unknown metric(s) {unknown}; choose from {",".join(METRICS)}')
+            raise ConfigError(f'--metrics: unknown metric(s) {unknown}; choose from {",".join(METRICS)}')
         if 'fid' in chosen and not has_reference:
-            raise ValueError('--metrics fid needs --reference DIR or --reference-stats FILE')
+            raise ConfigError('--metrics fid needs --reference DIR or --reference-stats FILE')
         if {'psnr', 'ssim', 'lpips'} & set(chosen) and not args.gt:
-            raise ValueError('--metrics psnr/ssim/lpips need ground truth: --gt DIR')
+            raise ConfigError('--metrics psnr/ssim/lpips need ground truth: --gt DIR')
     else:
         chosen = ['niqe'] + (['fid'] if has_reference else []) + (['psnr', 'ssim', 'lpips'] if args.gt else [])
     unavailable = {}
@@ -94,12 +100,32 @@ def finite_or_none(value):
     return value if value is not None and math.isfinite(value) else None
 
 
-def reference_statistics(args, inception, folder_features):
+FAILED = 'failed'  # the 'kind' of a skipped record whose image could not be decoded or compared
+
+
+def skip(skipped, path, err):
+    """Record an image that could not be decoded or compared (it makes the exit code 1)."""
+    from dlst_plugin.metrics.images import warn
+    warn(f'skipping {path}: {err}')
+    skipped.append({'file': str(path), 'reason': str(err), 'kind': FAILED})
+
+
+def reference_statistics(args, inception):
     """``(mu, sigma, info)`` of the FID reference, from --reference-stats or computed on --reference."""
+    from tqdm import tqdm
+
     from dlst_plugin.metrics import fid
+    from dlst_plugin.metrics.images import list_images, read_image
     if args.reference_stats:
         return fid.load_statistics(args.reference_stats, inception)
-    features, count, skipped = folder_features(args.reference, 'reference', inception)
+    images, skipped = list_images(args.reference, '--reference')
+    for path in tqdm(list(images.values()), desc='FID features (reference)', unit='img', file=sys.stderr):
+        try:
+            inception.add(read_image(path))
+        except InputError as err:
+            skip(skipped, path, err)
+    features = inception.take_features()
+    count = len(features)
     mu, sigma = fid.feature_statistics(features)
     if args.save_stats:
         fid.save_statistics(args.save_stats, mu, sigma, count, inception.weights, args.reference)
@@ -108,83 +134,86 @@ def reference_statistics(args, inception, folder_features):
                        'resize': fid.FID_RESIZE_RULE, 'skipped': skipped}
 
 
-def make_folder_features():
-    from tqdm import tqdm
-
-    from dlst_plugin.metrics.images import list_images, read_image, warn
-
-    def folder_features(folder, role, inception):
-        images, skipped = list_images(folder, role)
-        for path in tqdm(list(images.values()), desc=f'FID features ({role})', unit='img', file=sys.stderr):
-            try:
-                inception.add(read_image(path))
-            except Exception as err:  # unreadable file: skip it like a non-image
-                warn(f'skipping {path}: {err}')
-                skipped.append({'file': str(path), 'reason': str(err)})
-        features = inception.take_features()
-        return features, len(features), skipped
-    return folder_features
+def check_gt_matches(methods, listings, gt_images, gt_dir):
+    """``--gt`` must share file stems with every method: no match would score nothing and print dashes."""
+    for name, folder in methods:
+        if not set(listings[name][0]) & set(gt_images):
+            def some(stems):
+                return ', '.join(sorted(stems)[:3]) + (' ...' if len(stems) > 3 else '')
+            raise InputError(f'--gt {gt_dir} and --restored {name} ({folder}) share no file stem, so nothing can be '
+                             f'compared (--gt: {some(gt_images)}; --restored: {some(listings[name][0])}). Images are '
+                             'matched by stem (face_0001.png <-> face_0001.jpg): rename them or pass matching folders')
 
 
-def evaluate_method(name, folder, gt_images, scorers, inception, paired, lpips_net):
-    """Score one method's folder; returns its JSON record (without FID, which needs the reference)."""
-    from tqdm import tqdm
-
-    from dlst_plugin.metrics.images import IMAGE_FORMAT, list_images, read_image, warn
+def score_image(img, path, stem, scorers, gt_images, paired, lpips_net, values):
+    """Score one restored image into ``values`` (metric key -> {stem: value}); return whether NIQE upscaled it."""
+    from dlst_plugin.metrics.images import read_image, warn
     from dlst_plugin.metrics.niqe import upscale_for_niqe
-    images, skipped = list_images(folder, f'--restored {name}')
-    per_image = {s.key: {} for s in scorers}
-    paired_values = {key: {} for key in (paired.keys if paired else ())}
+    upscaled = False
+    if scorers:
+        niqe_img, upscaled = upscale_for_niqe(img)
+        for scorer in scorers:
+            values[scorer.key][stem] = finite_or_none(scorer(niqe_img))
+            if values[scorer.key][stem] is None:
+                warn(f'{scorer.label} of {path} is not finite; left out of the mean')
+    if gt_images is None or stem not in gt_images:
+        return upscaled
+    gt = read_image(gt_images[stem])
+    if gt.shape != img.shape:
+        raise InputError(f'{path} is {img.shape[1]}x{img.shape[0]} but ground truth {gt_images[stem]} is '
+                         f'{gt.shape[1]}x{gt.shape[0]}: size differs from ground truth; no PSNR/SSIM/LPIPS for it')
+    for key, value in (paired(img, gt).items() if paired else ()):
+        values[key][stem] = finite_or_none(value)
+        if values[key][stem] is None:
+            warn(f'{key.upper()} of {path} is not finite (equal to ground truth?); left out of the mean')
     if lpips_net:
-        paired_values['lpips'] = {}
+        values['lpips'][stem] = lpips_net(img, gt)
+    return upscaled
+
+
+def method_record(name, folder, skipped, scored, values, scorers, paired, lpips_net, upscaled):
+    """One method's JSON record (without FID, which needs the reference)."""
+    from dlst_plugin.metrics.images import IMAGE_FORMAT
+    from dlst_plugin.metrics.niqe import NIQE_RESIZE_RULE
+    from dlst_plugin.metrics.report import metric_entry
+    record = {'name': name, 'dir': str(folder), 'num_images': scored, 'skipped': skipped, 'metrics': {}}
+    for scorer in scorers:
+        per_image = values[scorer.key]
+        record['metrics'][scorer.key] = metric_entry(
+            scorer.key, mean_of(per_image.values()), scorer.backend, f'{IMAGE_FORMAT}; scored on the Y channel',
+            NIQE_RESIZE_RULE, len(per_image), per_image=per_image, upscaled_images=upscaled)
+    for key in [*(paired.keys if paired else ()), *(['lpips'] if lpips_net else [])]:
+        backend = lpips_net.backend if key == 'lpips' else paired.backend[key]
+        image_format = f'{IMAGE_FORMAT}; {"RGB in [-1, 1]" if key == "lpips" else paired.image_format}'
+        record['metrics'][key] = metric_entry(key, mean_of(values[key].values()), backend, image_format,
+                                              'none (restored and ground truth must have the same size)',
+                                              len(values[key]), per_image=values[key])
+    return record
+
+
+def evaluate_method(name, folder, listing, gt_images, scorers, inception, paired, lpips_net):
+    """Score one method's images (``listing`` = (images by stem, skipped)); returns its JSON record."""
+    from tqdm import tqdm
+
+    from dlst_plugin.metrics.images import read_image, warn
+    images, skipped = listing
+    values = {key: {} for key in [s.key for s in scorers] + list(paired.keys if paired else ())
+              + (['lpips'] if lpips_net else [])}
     upscaled = scored = 0
     for stem, path in tqdm(images.items(), desc=f'evaluate {name}', unit='img', file=sys.stderr):
         try:
             img = read_image(path)
-        except Exception as err:
-            warn(f'skipping {path}: {err}')
-            skipped.append({'file': str(path), 'reason': str(err)})
+        except InputError as err:
+            skip(skipped, path, err)
             continue
         scored += 1
-        if scorers:
-            niqe_img, was_upscaled = upscale_for_niqe(img)
-            upscaled += was_upscaled
-            for scorer in scorers:
-                value = finite_or_none(scorer(niqe_img))
-                if value is None:
-                    warn(f'{scorer.label} of {path} is not finite; left out of the mean')
-                per_image[scorer.key][stem] = value
         if inception is not None:
             inception.add(img)
-        if gt_images is not None and stem in gt_images:
-            gt = read_image(gt_images[stem])
-            if gt.shape != img.shape:
-                warn(f'{path} is {img.shape[1]}x{img.shape[0]} but ground truth {gt_images[stem]} is '
-                     f'{gt.shape[1]}x{gt.shape[0]}; no PSNR/SSIM/LPIPS for it')
-                skipped.append({'file': str(path), 'reason': 'size differs from ground truth'})
-                continue
-            if paired:
-                for key, value in paired(img, gt).items():
-                    paired_values[key][stem] = finite_or_none(value)
-                    if paired_values[key][stem] is None:
-                        warn(f'{key.upper()} of {path} is not finite (equal to ground truth?); left out of the mean')
-            if lpips_net:
-                paired_values['lpips'][stem] = lpips_net(img, gt)
-    record = {'name': name, 'dir': str(folder), 'num_images': scored, 'skipped': skipped,
-              'metrics': {}}
-    from dlst_plugin.metrics.niqe import NIQE_RESIZE_RULE
-    from dlst_plugin.metrics.report import metric_entry
-    for scorer in scorers:
-        values = per_image[scorer.key]
-        record['metrics'][scorer.key] = metric_entry(
-            scorer.key, mean_of(values.values()), scorer.backend, f'{IMAGE_FORMAT}; scored on the Y channel',
-            NIQE_RESIZE_RULE, len(values), per_image=values, upscaled_images=upscaled)
-    for key, values in paired_values.items():
-        backend = lpips_net.backend if key == 'lpips' else paired.backend[key]
-        image_format = f'{IMAGE_FORMAT}; {"RGB in [-1, 1]" if key == "lpips" else paired.image_format}'
-        record['metrics'][key] = metric_entry(key, mean_of(values.values()), backend, image_format,
-                                              'none (restored and ground truth must have the same size)',
-                                              len(values), per_image=values)
+        try:
+            upscaled += score_image(img, path, stem, scorers, gt_images, paired, lpips_net, values)
+        except InputError as err:  # ground truth unreadable or of another size
+            skip(skipped, path, err)
+    record = method_record(name, folder, skipped, scored, values, scorers, paired, lpips_net, upscaled)
     if gt_images is not None:
         record['missing_gt'] = sorted(set(images) - set(gt_images))
         record['missing_restored'] = sorted(set(gt_images) - set(images))
@@ -192,7 +221,7 @@ def evaluate_method(name, folder, gt_images, scorers, inception, paired, lpips_n
                             ('of --gt missing from --restored', record['missing_restored'])):
             if stems:
                 warn(f'{name}: {len(stems)} image(s) {what}: {", ".join(stems[:5])}{" ..." if len(stems) > 5 else ""}')
-    return record, images
+    return record
 
 
 def thumbnail_grid(args, methods, method_images, gt_images):
@@ -211,35 +240,33 @@ def thumbnail_grid(args, methods, method_images, gt_images):
         for _, images in folders:
             try:
                 uris.append(thumbnail_data_uri(read_image(images[stem])) if stem in images else None)
-            except Exception:  # unreadable: already reported while scoring
+            except InputError:  # unreadable: already reported while scoring
                 uris.append(None)
         rows.append((stem, uris))
     return [label for label, _ in folders], rows
 
 
-def run(args, argv):
-    import torch
-
-    import dlst_plugin
-    from dlst_plugin.metrics import fid as fid_metric
-    from dlst_plugin.metrics.images import IMAGE_FORMAT, EvaluationError, list_images
-    from dlst_plugin.metrics.niqe import build_niqe_backends, pyiqa_available
-    from dlst_plugin.metrics.paired import LPIPS, PSNRSSIM, lpips_unavailable_reason
-    from dlst_plugin.metrics.report import format_table, metric_entry, write_html, write_json
-
-    methods = parse_restored(args.restored)
+def check_args(args, methods):
+    from dlst_plugin.metrics.images import EvaluationSetupError
     if args.reference and args.reference_stats:
-        raise ValueError('give either --reference or --reference-stats, not both')
+        raise ConfigError('give either --reference or --reference-stats, not both')
     if args.save_stats and not args.reference:
-        raise ValueError('--save-stats saves the statistics of --reference DIR; --reference is missing')
+        raise ConfigError('--save-stats saves the statistics of --reference DIR; --reference is missing')
     if not methods and not args.save_stats:
-        raise ValueError('nothing to evaluate: give --restored [NAME=]DIR (or --reference DIR --save-stats FILE)')
-    metrics, unavailable = choose_metrics(args, lpips_unavailable_reason())
-    for role, folder in [('--input', args.input), ('--gt', args.gt), ('--reference', args.reference)] + \
+        raise ConfigError('nothing to evaluate: give --restored [NAME=]DIR (or --reference DIR --save-stats FILE)')
+    for role, folder in [('-i/--input', args.input), ('--gt', args.gt), ('--reference', args.reference)] + \
             [(f'--restored {n}', f) for n, f in methods]:
         if folder and not Path(folder).is_dir():
-            raise EvaluationError(f'{role} {folder} does not exist or is not a directory')
+            raise EvaluationSetupError(f'{role} {folder} does not exist or is not a directory')
 
+
+def build_scorers(args, metrics):
+    """(NIQE scorers, FID Inception and reference statistics or Nones, PSNR/SSIM, LPIPS) for ``metrics``."""
+    import torch
+
+    from dlst_plugin.metrics import fid as fid_metric
+    from dlst_plugin.metrics.niqe import build_niqe_backends, pyiqa_available
+    from dlst_plugin.metrics.paired import LPIPS, PSNRSSIM
     backends = {'auto': ['basicsr'] + (['pyiqa'] if pyiqa_available() else []), 'basicsr': ['basicsr'],
                 'pyiqa': ['pyiqa'], 'both': ['basicsr', 'pyiqa']}[args.niqe_backend]
     scorers = build_niqe_backends(backends) if 'niqe' in metrics else []
@@ -248,29 +275,29 @@ def run(args, argv):
         device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
         inception = fid_metric.FIDInception(args.inception_weights, args.weights_dir, args.fid_dims,
                                             args.inception_random_init, args.batch_size, device)
-        reference = reference_statistics(args, inception, make_folder_features())
+        reference = reference_statistics(args, inception)
     paired = PSNRSSIM(args.paired_channel) if {'psnr', 'ssim'} & set(metrics) else None
     lpips_net = LPIPS() if 'lpips' in metrics else None
-    gt_images = list_images(args.gt, '--gt')[0] if args.gt else None
+    return scorers, inception, reference, paired, lpips_net
 
-    records, method_images = [], {}
-    for name, folder in methods:
-        record, method_images[name] = evaluate_method(name, folder, gt_images, scorers,
-                                                      inception if 'fid' in metrics else None, paired, lpips_net)
-        if paired:  # only the asked-for ones of psnr/ssim
-            record['metrics'] = {k: v for k, v in record['metrics'].items() if k in metrics or k.startswith('niqe')}
-        if 'fid' in metrics:
-            mu_ref, sigma_ref, ref_info = reference
-            mu, sigma = fid_metric.feature_statistics(inception.take_features())
-            record['metrics']['fid'] = metric_entry(
-                'fid', fid_metric.frechet_distance(mu, sigma, mu_ref, sigma_ref), inception.backend, IMAGE_FORMAT,
-                fid_metric.FID_RESIZE_RULE, record['num_images'],
-                reference=ref_info.get('dir') or ref_info.get('file'), reference_images=ref_info['num_images'],
-                formula='symmetric eigendecomposition (= basicsr calculate_fid)')
-        records.append(record)
-    if not records:
-        return 0
 
+def add_fid(record, inception, reference):
+    from dlst_plugin.metrics import fid as fid_metric
+    from dlst_plugin.metrics.images import IMAGE_FORMAT
+    from dlst_plugin.metrics.report import metric_entry
+    mu_ref, sigma_ref, ref_info = reference
+    mu, sigma = fid_metric.feature_statistics(inception.take_features())
+    record['metrics']['fid'] = metric_entry(
+        'fid', fid_metric.frechet_distance(mu, sigma, mu_ref, sigma_ref), inception.backend, IMAGE_FORMAT,
+        fid_metric.FID_RESIZE_RULE, record['num_images'],
+        reference=ref_info.get('dir') or ref_info.get('file'), reference_images=ref_info['num_images'],
+        formula='symmetric eigendecomposition (= basicsr calculate_fid)')
+
+
+def write_outputs(args, argv, records, reference, inception, unavailable, methods, method_images, gt_images):
+    import dlst_plugin
+    from dlst_plugin.metrics.images import IMAGE_FORMAT
+    from dlst_plugin.metrics.report import format_table, write_html, write_json
     payload = {'tool': 'dlst-evaluate', 'dlst_plugin_version': dlst_plugin.__version__,
                'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                'command': ['dlst-evaluate'] + list(argv), 'image_format': IMAGE_FORMAT,
@@ -282,31 +309,50 @@ def run(args, argv):
     print(format_table(records))
     for key, reason in unavailable.items():
         print(f'{key}: unavailable ({reason})')
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / 'metrics.json', payload)
     write_html(out / 'report.html', payload, *thumbnail_grid(args, methods, method_images, gt_images))
     print(f'wrote {out / "metrics.json"} and {out / "report.html"}')
+
+
+def run(args, argv):
+    from dlst_plugin.metrics.images import list_images
+    from dlst_plugin.metrics.paired import lpips_unavailable_reason
+
+    methods = parse_restored(args.restored)
+    check_args(args, methods)
+    metrics, unavailable = choose_metrics(args, lpips_unavailable_reason())
+    gt_images = list_images(args.gt, '--gt')[0] if args.gt else None
+    listings = {name: list_images(folder, f'--restored {name}') for name, folder in methods}
+    if gt_images is not None:
+        check_gt_matches(methods, listings, gt_images, args.gt)
+    scorers, inception, reference, paired, lpips_net = build_scorers(args, metrics)
+    records = []
+    for name, folder in methods:
+        record = evaluate_method(name, folder, listings[name], gt_images, scorers,
+                                 inception if 'fid' in metrics else None, paired, lpips_net)
+        if paired:  # only the asked-for ones of psnr/ssim
+            record['metrics'] = {k: v for k, v in record['metrics'].items() if k in metrics or k.startswith('niqe')}
+        if 'fid' in metrics:
+            add_fid(record, inception, reference)
+        records.append(record)
+    failed = [s['file'] for r in records + ([reference[2]] if reference else [])
+              for s in r.get('skipped', []) if s.get('kind') == FAILED]
+    if records:
+        write_outputs(args, argv, records, reference, inception, unavailable, methods,
+                      {name: listings[name][0] for name, _ in methods}, gt_images)
+    if failed:
+        print(f'{len(failed)} image(s) could not be scored and were left out: {", ".join(failed[:5])}'
+              + (' ...' if len(failed) > 5 else ''), file=sys.stderr)
+        return EXIT_INPUT
     return 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        from dlst_plugin.metrics.images import EvaluationError
-    except ImportError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    try:
-        return run(args, argv)
-    except ValueError as err:  # bad combination of options
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    except (EvaluationError, ImportError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    return run_command(build_parser(), lambda args: run(args, argv), argv,
+                       interrupted='nothing was written (metrics.json and report.html are written at the end)')
 
 
 if __name__ == '__main__':

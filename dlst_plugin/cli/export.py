@@ -1,16 +1,28 @@
-"""dlst-export: a restorer checkpoint -> TorchScript and ONNX, with fixed noise, checked against PyTorch.
+"""dlst-export: a restorer checkpoint -> TorchScript, ONNX, safetensors or .pth, all with the network's metadata.
 
-The exported graph is the network in eval mode: the Skip-Transformer's decoder then uses its
-stored noise maps (``randomize_noise=False``), so the exported model is deterministic and
-can be compared with PyTorch output on a sample (max abs diff printed). The graph is traced
-for a fixed batch size (--batch-size) and the restorer's face size.
+Each output carries the network's arch and constructor options; the traced graphs are checked against PyTorch.
+
+``--format`` picks the outputs (several may be given; default: torchscript and onnx):
+
+- ``safetensors``: ``NAME.safetensors``, the weights the checkpoint restores with (``params_ema``, else
+  ``params``) as a flat dict of tensors, the metadata JSON-encoded in the header's ``dlst_meta`` entry.
+  Loaded by dlst-restore, DLSTer, spandrel (after ``dlst_plugin.integrations.spandrel.install()``) and
+  safetensors' own ``load_file``; no pickle is involved.
+- ``pth``: ``NAME.pth`` = ``{'params_ema': weights, 'params': the same, 'meta': metadata}``: a checkpoint without
+  optimiser or training state that BasicSR, GFP-GAN's loaders and spandrel read.
+- ``torchscript`` / ``onnx``: the network traced in eval mode: the Skip-Transformer's decoder then uses
+  its stored noise maps (``randomize_noise=False``), so the exported model is deterministic and is
+  compared with PyTorch on a sample (max abs diff printed). The graph is traced for a fixed batch
+  size (--batch-size) and the restorer's face size. The metadata travels as the TorchScript extra file
+  ``dlst_meta.json`` and as the ONNX model's ``dlst_meta`` metadata property.
 
 ONNX needs the ``onnx`` package and its check ``onnxruntime`` (``pip install 'dlst-plugin[onnx]'``);
-without them the TorchScript export still runs and the missing part says what to install.
+without them the other formats still run and the missing part says what to install.
+Exported files are written atomically and replace files of the same name.
 """
-import argparse
 import contextlib
 import importlib.util
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,29 +31,34 @@ import cv2
 import numpy as np
 import torch
 
-from dlst_plugin.faces.detection import WEIGHTS_ENV
-from dlst_plugin.restoration import (
-    DEFAULT_OPT,
-    RestoreError,
-    build_restorer_network,
-    read_network_options,
-    resolve_model_path,
-    to_bgr8,
-)
+from dlst_plugin.checkpoint_meta import HEADER_KEY, META_KEY, network_metadata
+from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.errors import EXIT_INPUT, MissingPackageError
+from dlst_plugin.fileio import atomic_path, atomic_torch_save
+from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
+from dlst_plugin.restoration import RestoreSetupError, to_bgr8
+from dlst_plugin.restorer_files import build_loaded_network, face_sizes, load_restorer_state, network_options_for
 
 ONNX_HINT = "pip install 'dlst-plugin[onnx]'"
+FORMATS = ('torchscript', 'onnx', 'safetensors', 'pth')
+EXAMPLE = ('examples:\n  dlst-export --model net_g_latest.pth -o exported --format torchscript onnx\n'
+           '  dlst-export --model net_g_latest.pth -o exported --format safetensors')
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-export', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', required=True, help='restorer checkpoint (BasicSR net_g_*.pth; params_ema, else params)')
+    p = make_parser('dlst-export', __doc__.split('\n')[0], epilog=EXAMPLE)
+    p.add_argument('--model', required=True,
+                   help='restorer checkpoint (.pth: params_ema, else params; or .safetensors)')
     p.add_argument('--opt', default=None,
-                   help=f'BasicSR option file whose network_g builds the restorer (default: {DEFAULT_OPT.name})')
-    p.add_argument('--out', required=True, help='output folder for NAME.ts.pt and NAME.onnx')
+                   help='BasicSR option file whose network_g builds the restorer; overrides what the checkpoint says '
+                        '(default: its metadata, else what its tensor shapes give)')
+    p.add_argument('-o', '--output', '--out', dest='output', required=True,
+                   help='output folder for NAME.ts.pt, NAME.onnx, NAME.safetensors, NAME.pth (--out: old spelling)')
     p.add_argument('--name', default=None, help='base name of the exported files (default: the checkpoint stem)')
-    p.add_argument('--torchscript', action='store_true', help='export TorchScript (torch.jit.trace)')
-    p.add_argument('--onnx', action='store_true', help='export ONNX (needs onnx; parity check needs onnxruntime)')
+    p.add_argument('--format', nargs='+', choices=FORMATS, default=None, metavar='FORMAT',
+                   help=f'what to write, one or more of {", ".join(FORMATS)} (default: torchscript onnx)')
+    p.add_argument('--torchscript', action='store_true', help='same as --format torchscript')
+    p.add_argument('--onnx', action='store_true', help='same as --format onnx (needs onnx; parity check: onnxruntime)')
     p.add_argument('--batch-size', type=int, default=1, help='batch size the graph is traced for')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset version')
     p.add_argument('--sample', default=None,
@@ -84,9 +101,10 @@ def traceable(net):
 def sample_input(args, size):
     """(batch, 3, size, size) in [-1, 1]: the --sample face (RGB) or seeded noise."""
     if args.sample:
-        img = cv2.imdecode(np.fromfile(args.sample, np.uint8), cv2.IMREAD_UNCHANGED)
+        data = np.fromfile(args.sample, np.uint8) if Path(args.sample).is_file() else np.zeros(0, np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if img is None:
-            raise RestoreError(f'--sample {args.sample}: not an image')
+            raise RestoreSetupError(f'--sample {args.sample}: no such file, or not an image')
         img = cv2.resize(to_bgr8(img)[0], (size, size), interpolation=cv2.INTER_AREA)[..., ::-1]
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
         return x.expand(args.batch_size, -1, -1, -1).contiguous()
@@ -94,25 +112,30 @@ def sample_input(args, size):
     return torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1
 
 
-def export_torchscript(net, x, check, reference, path):
+def export_torchscript(net, x, check, reference, path, meta):
     with traceable(net), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer warnings (shape constants: the graph is fixed-size), deprecations
         traced = torch.jit.trace(net, x, check_trace=False)
-        torch.jit.save(traced, str(path))
+        with atomic_path(path) as tmp:
+            torch.jit.save(traced, str(tmp), _extra_files={f'{HEADER_KEY}.json': json.dumps(meta, sort_keys=True)})
         loaded = torch.jit.load(str(path))
     with torch.no_grad():
         out = loaded(check)
     return float((out - reference).abs().max())
 
 
-def export_onnx(net, x, check, reference, path, opset):
-    """Max abs diff against PyTorch, None when onnxruntime is missing; RestoreError without onnx."""
+def export_onnx(net, x, check, reference, path, opset, meta):
+    """Max abs diff against PyTorch, None when onnxruntime is missing; MissingPackageError without onnx."""
     if importlib.util.find_spec('onnx') is None:
-        raise RestoreError(f'ONNX export needs the onnx package, which is not installed: {ONNX_HINT}')
-    with traceable(net), warnings.catch_warnings():
+        raise MissingPackageError(f'ONNX export needs the onnx package, which is not installed: {ONNX_HINT}')
+    import onnx
+    with traceable(net), warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter('ignore')
-        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=['input'],
+        torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=['input'],
                           output_names=['output'])
+        model = onnx.load(str(tmp))
+        onnx.helper.set_model_props(model, {HEADER_KEY: json.dumps(meta, sort_keys=True)})
+        onnx.save(model, str(tmp))
     if importlib.util.find_spec('onnxruntime') is None:
         return None
     import onnxruntime
@@ -121,51 +144,83 @@ def export_onnx(net, x, check, reference, path, opset):
     return float(np.abs(out - reference.numpy()).max())
 
 
-def run(args):
-    if args.batch_size < 1:
-        raise RestoreError('--batch-size must be at least 1')
-    network_opt = read_network_options(args.opt)
-    model_path = resolve_model_path(args.model, args.weights_dir)
-    net = build_restorer_network(network_opt, model_path)
-    size = int(network_opt.get('out_size') or getattr(net, 'out_size', 0) or 512)
+def export_weights(state, meta, path, fmt):
+    """``NAME.safetensors`` (flat tensors, meta in the header) or ``NAME.pth`` (params_ema/params + meta)."""
+    from dlst_plugin.checkpoints import write_safetensors
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if fmt == 'safetensors':
+        write_safetensors(state, path, meta)
+    else:
+        atomic_torch_save({'params_ema': state, 'params': state, META_KEY: meta}, path)
+    print(f'{fmt}: {path} ({len(state)} tensors, {meta["arch"]} metadata)')
+
+
+def report(what, diff, atol, against=''):
+    """Print one export's parity line; True when its difference is above ``atol``."""
+    above = diff is not None and diff > atol
+    parity = f'parity check skipped: onnxruntime is not installed ({ONNX_HINT})' if diff is None else \
+        f'max abs diff vs PyTorch{against} {diff:.3g}' + ('  ABOVE --atol' if above else '')
+    print(f'{what}; {parity}')
+    return above
+
+
+def chosen_formats(args):
+    formats = list(dict.fromkeys((args.format or []) + ['torchscript'] * args.torchscript + ['onnx'] * args.onnx))
+    return formats or ['torchscript', 'onnx']
+
+
+def export_graphs(args, net, network_opt, meta, out_dir, name, formats):
+    """TorchScript / ONNX exports with their parity lines; the exit code."""
+    size = face_sizes(network_opt, net)[0]
     x = sample_input(args, size)
     check = x.flip(-1)  # parity on an input other than the traced one: nothing input-specific was frozen
     with torch.no_grad():
         reference = net(check)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = args.name or model_path.stem
-    both = not (args.torchscript or args.onnx)
     failed = False
-    if args.torchscript or both:
+    if 'torchscript' in formats:
         path = out_dir / f'{name}.ts.pt'
-        diff = export_torchscript(net, x, check, reference, path)
-        failed |= diff > args.atol
-        print(f'TorchScript: {path} (batch {args.batch_size}, {size} px); max abs diff vs PyTorch {diff:.3g}'
-              + ('  ABOVE --atol' if diff > args.atol else ''))
-    if args.onnx or both:
+        diff = export_torchscript(net, x, check, reference, path, meta)
+        failed |= report(f'TorchScript: {path} (batch {args.batch_size}, {size} px)', diff, args.atol)
+    if 'onnx' in formats:
         path = out_dir / f'{name}.onnx'
         try:
-            diff = export_onnx(net, x, check, reference, path, args.opset)
-        except RestoreError as err:  # onnx missing: a failure only when --onnx was asked for
+            diff = export_onnx(net, x, check, reference, path, args.opset, meta)
+        except MissingPackageError as err:  # only when onnx was not asked for by name: the rest is the export
             print(f'ONNX: not exported: {err}', file=sys.stderr)
-            return 1 if args.onnx or failed else 0
-        if diff is None:
-            print(f'ONNX: {path}; parity check skipped: onnxruntime is not installed ({ONNX_HINT})')
-        else:
-            failed |= diff > args.atol
-            print(f'ONNX: {path}; max abs diff vs PyTorch (onnxruntime) {diff:.3g}'
-                  + ('  ABOVE --atol' if diff > args.atol else ''))
-    return 1 if failed else 0
+            return EXIT_INPUT if failed else 0
+        failed |= report(f'ONNX: {path}', diff, args.atol, ' (onnxruntime)')
+    return EXIT_INPUT if failed else 0
+
+
+def run(args):
+    if args.batch_size < 1:
+        raise RestoreSetupError('--batch-size must be at least 1')
+    formats = chosen_formats(args)
+    asked_onnx = args.onnx or 'onnx' in (args.format or [])
+    if asked_onnx and importlib.util.find_spec('onnx') is None:  # asked for: stop before any work
+        raise MissingPackageError(f'--onnx needs the onnx package, which is not installed: {ONNX_HINT}')
+    model_path = resolve_model_path(args.model, args.weights_dir)
+    state, file_meta = load_restorer_state(model_path)
+    network_opt = network_options_for(state, file_meta, args.opt, str(model_path))
+    net = build_loaded_network(network_opt, state, str(model_path))
+    meta = network_metadata(network_opt)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or model_path.stem
+    for fmt in ('safetensors', 'pth'):
+        if fmt in formats and (out_dir / f'{name}.{fmt}').resolve() == model_path.resolve():
+            raise RestoreSetupError(f'--format {fmt} would overwrite the checkpoint it reads ({model_path}); choose '
+                                    'another -o/--output folder or --name')
+    for fmt in ('safetensors', 'pth'):
+        if fmt in formats:
+            export_weights(net.state_dict(), meta, out_dir / f'{name}.{fmt}', fmt)
+    if 'torchscript' in formats or 'onnx' in formats:
+        return export_graphs(args, net, network_opt, meta, out_dir, name, formats)
+    return 0
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except RestoreError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    return run_command(build_parser(), run, argv, interrupted='files finished before the interruption are kept')
 
 
 if __name__ == '__main__':

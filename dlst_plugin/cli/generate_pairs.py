@@ -7,14 +7,17 @@ the number of shards or interruptions. Keys are the zero-padded pair index in bo
 ``SecondOrderFaceDataset`` match them by key.
 
 Rerunning the same command after an interruption (Ctrl-C, a kill, a crash) continues where it
-stopped: a pair counts as done only when both LMDBs hold its key, and a key is never stored twice.
+stopped: a pair counts as done only when both LMDBs hold its key, a key is never stored twice, and
+a pair only one LMDB holds (a kill between the two commits) is finished, so both always end with
+the same keys. The summary says how many pairs the output holds, which may be more than ``-n``
+after an earlier run with a larger one (``--overwrite`` starts again).
 Shards: ``--rank R --world-size W`` (or torchrun's RANK/WORLD_SIZE) makes the pairs with
 ``i % W == R`` into ``OUT/shard{R}of{W}/``; list the shard folders in the dataset options.
 """
-import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,22 +26,35 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.errors import ConfigError, InputError, Interrupted
+from dlst_plugin.fileio import atomic_write_text
+from dlst_plugin.model_files import WEIGHTS_ENV, load_checkpoint, resolve_model_path
+
 SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
+LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is done once its clean face is in
 KEY_DIGITS = 8
 EXIT_INTERRUPTED = 130
+EXPECTED = 'a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and green.* weights'
+EXAMPLE = ('example:\n  dlst-generate-pairs --model experiments/DL_StyleGAN2_512/models/net_g_latest.pth '
+           '-o datasets/dl_pairs -n 35000')
 
 
-class UsageError(Exception):
+class UsageError(ConfigError):
     """Bad input the user can fix (exit status 2)."""
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-generate-pairs', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('checkpoint', help='degrader checkpoint saved by DegradationLearningModel '
-                                      '(experiments/<name>/models/net_g_<iter>.pth)')
-    p.add_argument('out', help='output folder: gets clean.lmdb and degraded.lmdb (or shard folders)')
+    p = make_parser('dlst-generate-pairs', __doc__.split('\n')[0], epilog=EXAMPLE)
+    p.add_argument('--model', metavar='CKPT', help='degrader checkpoint saved by DegradationLearningModel '
+                                                   '(experiments/<name>/models/net_g_<iter>.pth)')
+    p.add_argument('-o', '--output', metavar='OUT',
+                   help='output folder: gets clean.lmdb and degraded.lmdb (or shard folders)')
+    add_positional_alias(p, 'model', 'CKPT', '--model')
+    add_positional_alias(p, 'output', 'OUT', '-o/--output')
     p.add_argument('-n', '--count', type=int, required=True, help='number of pairs in all (over every shard)')
+    p.add_argument('--overwrite', action='store_true',
+                   help="delete the pairs already in OUT (this shard's clean.lmdb, degraded.lmdb) and start again")
     p.add_argument('--seed', type=int, default=0, help='seed; pair i always comes from (seed, i)')
     p.add_argument('--weights', choices=['params_ema', 'params'], default='params_ema',
                    help='which weights of the checkpoint: the EMA of the green network or the last ones')
@@ -46,6 +62,8 @@ def build_parser():
     p.add_argument('--mixing-prob', type=float, default=0.0, help='probability of style mixing per pair')
     p.add_argument('--batch-size', type=int, default=8, help='pairs generated at once on the device')
     p.add_argument('--device', default='auto', help="'auto' (the local GPU if any, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    p.add_argument('--weights-dir', default=None,
+                   help=f'folder to look up a bare --model file name in (default: ${WEIGHTS_ENV}, else ./weights)')
     p.add_argument('--rank', type=int, default=None, help='shard index (default: $RANK, else 0)')
     p.add_argument('--world-size', type=int, default=None, help='number of shards (default: $WORLD_SIZE, else 1)')
     p.add_argument('--png-level', type=int, choices=range(10), default=1, metavar='0-9', help='PNG compression level')
@@ -64,7 +82,10 @@ def shard_of(args):
 
 def pick_device(name):
     if name != 'auto':
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UsageError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
         if device.type == 'cuda' and not torch.cuda.is_available():
             raise UsageError(f'--device {name}: CUDA is not available here')
         return device
@@ -76,19 +97,20 @@ def pick_device(name):
 def load_degrader(path, weights, truncation, mixing_prob):
     """A ``CoupledStyleGAN2`` with the weights of a DegradationLearningModel checkpoint."""
     from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-    from dlst_plugin.checkpoints import infer_generator_config
-    if not os.path.isfile(path):
-        raise UsageError(f'checkpoint {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    state = ckpt.get(weights) if isinstance(ckpt, dict) else None
-    if state is None and isinstance(ckpt, dict) and weights == 'params_ema':
+    from dlst_plugin.checkpoints import CheckpointLayoutError, infer_generator_config
+    ckpt = load_checkpoint(path, EXPECTED)
+    state = ckpt.get(weights)
+    if state is None and weights == 'params_ema':
         state = ckpt.get('params')
     if not isinstance(state, dict) or not any(k.startswith('green.') for k in state):
-        raise UsageError(f'{path} is not a degrader checkpoint: expected the net_g_<iter>.pth of '
-                         f'DegradationLearningModel, with red.* and green.* weights under {weights!r}')
-    config = infer_generator_config({k[len('red.'):]: v for k, v in state.items() if k.startswith('red.')})
-    net = CoupledStyleGAN2(**config, truncation=truncation, mixing_prob=mixing_prob)
-    net.load_state_dict(state, strict=True)
+        raise UsageError(f'--model {path} is not a degrader checkpoint (no green.* weights under {weights!r}); '
+                         f'expected {EXPECTED}')
+    try:
+        config = infer_generator_config({k[len('red.'):]: v for k, v in state.items() if k.startswith('red.')})
+        net = CoupledStyleGAN2(**config, truncation=truncation, mixing_prob=mixing_prob)
+        net.load_state_dict(state, strict=True)
+    except (CheckpointLayoutError, RuntimeError) as err:
+        raise UsageError(f'--model {path} does not fit a CoupledStyleGAN2: {str(err)[:600]}') from None
     return net.eval().requires_grad_(False), weights_digest(state)
 
 
@@ -105,6 +127,11 @@ def pair_key(index):
     return f'{index:0{KEY_DIGITS}d}'
 
 
+def pair_index(key):
+    """The pair index a key stands for, or None when it is no key this command writes."""
+    return int(key) if key.isdigit() and pair_key(int(key)) == key else None
+
+
 def pair_seed(seed, index):
     """64-bit seed of pair ``index``: independent streams for every (seed, index)."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
@@ -114,21 +141,42 @@ def shard_folder(out, rank, world):
     return out if world == 1 else os.path.join(out, f'shard{rank}of{world}')
 
 
+def clear_folder(folder):
+    """``--overwrite``: remove the pairs and settings this command wrote into ``folder`` (nothing else)."""
+    for name in LMDB_NAMES:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    if os.path.isfile(os.path.join(folder, SETTINGS_FILE)):
+        os.remove(os.path.join(folder, SETTINGS_FILE))
+
+
 def check_settings(folder, settings):
     """Refuse to resume a folder made with other settings (the pairs would not match)."""
     path = os.path.join(folder, SETTINGS_FILE)
     if os.path.isfile(path):
-        with open(path, encoding='utf-8') as f:
-            before = json.load(f)
+        try:
+            with open(path, encoding='utf-8') as f:
+                before = json.load(f)
+        except (ValueError, UnicodeDecodeError):
+            raise UsageError(f'{path} is damaged (not JSON): pass --overwrite to start again') from None
         diff = [f'{k} {before.get(k)!r} (now {v!r})' for k, v in settings.items() if before.get(k) != v]
         if diff:
             raise UsageError(f'{folder} was made with ' + ', '.join(diff) + '; rerun with the same settings to resume, '
-                             'or choose another output folder')
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(settings, f, indent=1)
-    os.replace(tmp, path)
+                             'pass --overwrite to start again, or choose another output folder')
+    atomic_write_text(path, json.dumps(settings, indent=1))
+
+
+def plan(writers, mine, rank, world, folder):
+    """Indices to generate: this shard's pairs under ``-n`` that either LMDB lacks, plus every pair only
+    one LMDB holds (left by a kill between the two commits, perhaps of a run with a larger ``-n``)."""
+    degraded, clean = set(writers[0].keys()), set(writers[1].keys())
+    halves = degraded ^ clean
+    foreign = sorted(k for k in halves if pair_index(k) is None or pair_index(k) % world != rank)
+    if foreign:
+        raise InputError(f'{folder}: key(s) {", ".join(foreign[:5])} are in only one of clean.lmdb and '
+                         f'degraded.lmdb and are no pair of shard {rank} of {world}; pass --overwrite or choose '
+                         'another output folder')
+    todo = {i for i in mine if pair_key(i) not in degraded or pair_key(i) not in clean}
+    return sorted(todo | {pair_index(k) for k in halves})
 
 
 @torch.no_grad()
@@ -141,58 +189,78 @@ def generate_batch(net, indices, seed, device):
     return to_bgr_uint8(clean), to_bgr_uint8(degraded)
 
 
+def write_pairs(net, todo, writers, args, device, desc):
+    """Generate and store the pairs ``todo``; return how many were made."""
+    from dlst_plugin.lmdb_writer import encode_png
+    start, made = time.time(), 0
+    with ThreadPoolExecutor(args.encode_threads) as encode, \
+            tqdm(total=len(todo), unit='pair', desc=desc, dynamic_ncols=True) as bar:
+        for first in range(0, len(todo), args.batch_size):
+            indices = todo[first:first + args.batch_size]
+            clean, degraded = generate_batch(net, indices, args.seed, device)
+            pngs = list(encode.map(lambda img: encode_png(img, args.png_level), [*degraded, *clean]))
+            for j, i in enumerate(indices):  # degraded first: a pair is done once its clean face is in
+                writers[0].put(pair_key(i), pngs[j], degraded[j].shape, args.png_level)
+                writers[1].put(pair_key(i), pngs[len(indices) + j], clean[j].shape, args.png_level)
+            made += len(indices)
+            bar.update(len(indices))
+            bar.set_postfix(images_per_s=f'{2 * made / max(time.time() - start, 1e-9):.2f}')
+    return made
+
+
+def summary(folder, writers, mine, count, made, seconds):
+    """What the output holds (not only what this run made); InputError if the two LMDBs disagree."""
+    degraded, clean = set(writers[0].keys()), set(writers[1].keys())
+    if degraded != clean:
+        raise InputError(f'{folder}: clean.lmdb and degraded.lmdb hold different keys ({len(clean ^ degraded)} '
+                         'differ); rerun the same command to finish them')
+    keys = sorted(clean)
+    held = f'{len(keys)} pairs (keys {keys[0]}..{keys[-1]})' if keys else 'no pairs'
+    print(f'made {made} pairs in {seconds:.1f} s ({made / max(seconds, 1e-9):.2f} pairs/s, '
+          f'{2 * made / max(seconds, 1e-9):.2f} images/s); {folder} holds {held}')
+    extra = len(keys) - len(mine)
+    if extra > 0:
+        print(f'note: that is {extra} more than the {len(mine)} -n {count} asks for here, from an earlier run with a '
+              'larger -n; datasets read all of them (pass --overwrite, or choose another output folder, for exactly '
+              f'{count})')
+
+
 def run(args):
-    from dlst_plugin.lmdb_writer import LmdbWriter, encode_png
+    from dlst_plugin.lmdb_writer import LmdbWriter
     if args.count < 1 or args.batch_size < 1 or args.encode_threads < 1 or args.commit_every < 1:
         raise UsageError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
     rank, world = shard_of(args)
     device = pick_device(args.device)
-    net, digest = load_degrader(args.checkpoint, args.weights, args.truncation, args.mixing_prob)
+    model = resolve_model_path(args.model, args.weights_dir)
+    net, digest = load_degrader(model, args.weights, args.truncation, args.mixing_prob)
     net = net.to(device)
-    folder = shard_folder(args.out, rank, world)
+    folder = shard_folder(args.output, rank, world)
+    if args.overwrite:
+        clear_folder(folder)
     check_settings(folder, {'weights_digest': digest, 'weights': args.weights,
                             'seed': args.seed, 'truncation': args.truncation, 'mixing_prob': args.mixing_prob,
                             'world_size': world, 'out_size': net.out_size})
     writers = [LmdbWriter(os.path.join(folder, name), resume=True, compress_level=args.png_level,
-                          commit_every=args.commit_every) for name in ('degraded.lmdb', 'clean.lmdb')]
+                          commit_every=args.commit_every) for name in LMDB_NAMES]
     mine = range(rank, args.count, world)
-    todo = [i for i in mine if not all(pair_key(i) in w for w in writers)]
-    if len(todo) < len(mine):
-        print(f'resuming {folder}: {len(mine) - len(todo)} of {len(mine)} pairs already stored')
-    start, made = time.time(), 0
-    encode = ThreadPoolExecutor(args.encode_threads)
     try:
-        with tqdm(total=len(todo), unit='pair', desc=f'pairs (shard {rank}/{world})', dynamic_ncols=True) as bar:
-            for first in range(0, len(todo), args.batch_size):
-                indices = todo[first:first + args.batch_size]
-                clean, degraded = generate_batch(net, indices, args.seed, device)
-                pngs = list(encode.map(lambda img: encode_png(img, args.png_level), [*degraded, *clean]))
-                for j, i in enumerate(indices):  # degraded first: a pair is done once its clean face is in
-                    writers[0].put(pair_key(i), pngs[j], degraded[j].shape, args.png_level)
-                    writers[1].put(pair_key(i), pngs[len(indices) + j], clean[j].shape, args.png_level)
-                made += len(indices)
-                bar.update(len(indices))
-                bar.set_postfix(images_per_s=f'{2 * made / max(time.time() - start, 1e-9):.2f}')
+        todo = plan(writers, mine, rank, world, folder)
+        if len(todo) < len(mine):
+            print(f'resuming {folder}: {len(mine) - len([i for i in todo if i < args.count])} of {len(mine)} pairs '
+                  'already stored')
+        start = time.time()
+        made = write_pairs(net, todo, writers, args, device, f'pairs (shard {rank}/{world})')
     except KeyboardInterrupt:
-        print(f'\ninterrupted: {made} new pairs kept in {folder}; rerun the same command to continue', file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise Interrupted(f'the pairs made so far are kept in {folder}; rerun the same command to continue') from None
     finally:
-        encode.shutdown(wait=True)
         for w in writers:
             w.close()  # commits every complete pair put so far
-    seconds = time.time() - start
-    print(f'made {made} pairs in {seconds:.1f} s ({made / max(seconds, 1e-9):.2f} pairs/s, '
-          f'{2 * made / max(seconds, 1e-9):.2f} images/s); {len(mine)} pairs in {folder}')
+    summary(folder, writers, mine, args.count, made, time.time() - start)
     return 0
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, FileExistsError, ValueError, OSError, RuntimeError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2 if isinstance(err, UsageError) else 1
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == '__main__':

@@ -1,13 +1,12 @@
 """dlst-make-lmdb: a folder of images -> an LMDB in BasicSR's layout (data.mdb + meta_info.txt).
 
 Images are read, optionally resized and PNG-encoded in worker processes; the main process
-writes (SPEC.md sections 3-4: FFHQ, real LQ faces and generated pairs are read from LMDBs).
-Rerunning on an existing destination resumes it: keys already stored are skipped, none is
-stored twice. Unreadable sources are skipped and listed in a report file.
+writes. Rerunning on an existing destination resumes it: keys already stored are skipped, none is
+stored twice. Unreadable sources are skipped, listed in a report file, and make the exit code 1;
+when no image at all could be stored, no LMDB is left behind.
 """
 import argparse
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -18,26 +17,31 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
+from dlst_plugin.fileio import atomic_write_csv, atomic_write_text, check_writable
+from dlst_plugin.image_files import list_images
 from dlst_plugin.lmdb_writer import (
     KEY_RULE,
+    LMDB_FILES,
     LmdbWriter,
     encode_png,
     image_shape,
     is_lmdb_dir,
     key_problem,
-    list_images,
     sanitize_key,
     verify_lmdb,
     worker_pool,
 )
 
+EXAMPLE = 'example:\n  dlst-make-lmdb -i ffhq/images1024x1024 -o datasets/ffhq/ffhq_512.lmdb --resize 512 --keys stem'
 SETTINGS_FILE = 'make_lmdb.json'  # options an LMDB was made with; a resume must use the same
 COPY_LEVEL = -1  # meta_info.txt level of PNGs stored as they were (--copy-png): their own level
 INTERPOLATIONS = {'area': cv2.INTER_AREA, 'bicubic': cv2.INTER_CUBIC, 'lanczos': cv2.INTER_LANCZOS4,
                   'linear': cv2.INTER_LINEAR}
 
 
-class UsageError(Exception):
+class UsageError(ConfigError):
     """Bad input the user can fix (exit status 2)."""
 
 
@@ -53,10 +57,11 @@ def parse_size(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-make-lmdb', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('src', help='folder of images (searched recursively)')
-    p.add_argument('dst', help="LMDB folder to create or resume; must end with '.lmdb'")
+    p = make_parser('dlst-make-lmdb', __doc__.split('\n')[0], epilog=EXAMPLE)
+    p.add_argument('-i', '--input', metavar='SRC', help='folder of images (searched recursively)')
+    p.add_argument('-o', '--output', metavar='DST', help="LMDB folder to create or resume; must end with '.lmdb'")
+    add_positional_alias(p, 'input', 'SRC', '-i/--input')
+    add_positional_alias(p, 'output', 'DST', '-o/--output')
     p.add_argument('--glob', default=None, help="only images whose path relative to SRC matches this fnmatch "
                                                 "pattern, e.g. '*.png' or 'train/*'")
     p.add_argument('--keys', choices=['relpath', 'stem'], default='relpath',
@@ -128,15 +133,25 @@ def encode_job(job):
         return key, None, None, None, f'{type(err).__name__}: {err}'
 
 
+def read_settings(path):
+    """The options an earlier run recorded; a damaged record is a usage error saying what to do."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f'{path} is damaged (not JSON): pass --overwrite to start the output again') from None
+
+
 def prepare_dst(args, settings):
     """Remove / check an existing DST; return True when resuming one."""
-    dst = args.dst
+    dst = args.output
     if not os.path.exists(dst):
         return False
     if not is_lmdb_dir(dst):
         if os.path.isdir(dst) and not os.listdir(dst):
             return False
-        raise UsageError(f'{dst} exists and is not an LMDB folder (no data.mdb); choose another DST')
+        raise UsageError(f'-o/--output {dst} exists and is not an LMDB folder (no data.mdb); choose another DST')
+    check_writable(dst, 'LMDB', LMDB_FILES)
     if args.overwrite:
         shutil.rmtree(dst)
         return False
@@ -144,8 +159,7 @@ def prepare_dst(args, settings):
         raise UsageError(f'{dst} already exists (drop --no-resume to resume it, or pass --overwrite)')
     settings_path = os.path.join(dst, SETTINGS_FILE)
     if os.path.isfile(settings_path):
-        with open(settings_path) as f:
-            before = json.load(f)
+        before = read_settings(settings_path)
         diff = [f'--{k.replace("_", "-")} {before.get(k)} (now {v})' for k, v in settings.items() if before.get(k) != v]
         if diff:
             raise UsageError(f'{dst} was made with ' + ', '.join(diff) + '; resume with the same options '
@@ -174,63 +188,71 @@ def write_lmdb(args, jobs, writer):
     return skipped
 
 
-def run(args):
-    if not os.path.isdir(args.src):
-        raise UsageError(f'source folder {args.src} does not exist')
-    if not args.dst.rstrip('/').endswith('.lmdb'):
-        raise UsageError(f"DST {args.dst} must end with '.lmdb' (BasicSR's convention)")
+def check_args(args):
+    if not os.path.isdir(args.input):
+        raise UsageError(f'-i/--input {args.input}: source folder does not exist')
+    if not args.output.rstrip('/').endswith('.lmdb'):
+        raise UsageError(f"-o/--output {args.output} must end with '.lmdb' (BasicSR's convention)")
     if args.workers < 1 or args.commit_every < 1:
         raise UsageError('--workers and --commit-every must be at least 1')
+
+
+def report_skipped(args, skipped, stored):
+    """Write the skip list; when nothing at all was stored, remove the empty LMDB and raise."""
+    report = args.report or os.path.join(args.output, 'skipped.csv')
+    if not stored:  # every source failed: leave no empty LMDB behind
+        shutil.rmtree(args.output, ignore_errors=True)
+        if args.report:
+            atomic_write_csv(report, ['key', 'source', 'error'], skipped)
+        shown = '\n  '.join(f'{path}: {error}' for _, path, error in skipped[:5])
+        raise InputError(f'none of the {len(skipped)} image(s) under {args.input} could be read, so no LMDB was '
+                         f'written:\n  {shown}' + (f'\n  ... (all listed in {report})' if args.report else ''))
+    atomic_write_csv(report, ['key', 'source', 'error'], skipped)
+    if skipped:
+        print(f'warning: skipped {len(skipped)} unreadable image(s), listed in {report}:', file=sys.stderr)
+        for _, path, error in skipped[:5]:
+            print(f'  {path}: {error}', file=sys.stderr)
+
+
+def run(args):
+    check_args(args)
     settings = {'resize': list(args.resize) if args.resize else None, 'interpolation': args.interpolation,
                 'png_level': args.png_level, 'copy_png': args.copy_png, 'keys': args.keys,
                 'sanitize_keys': args.sanitize_keys}
-    images = list_images(args.src, args.glob)
+    images = list_images(args.input, args.glob)
     if not images:
-        raise UsageError(f'no images under {args.src}' + (f' matching {args.glob!r}' if args.glob else ''))
+        raise UsageError(f'no images under {args.input}' + (f' matching {args.glob!r}' if args.glob else ''))
     keyed = make_keys(images, args.keys, args.sanitize_keys)
     resuming = prepare_dst(args, settings)
-    writer = LmdbWriter(args.dst, resume=True, compress_level=args.png_level, commit_every=args.commit_every)
-    with open(os.path.join(args.dst, SETTINGS_FILE), 'w') as f:
-        json.dump(settings, f, indent=1)
+    writer = LmdbWriter(args.output, resume=True, compress_level=args.png_level, commit_every=args.commit_every)
+    atomic_write_text(os.path.join(args.output, SETTINGS_FILE), json.dumps(settings, indent=1))
     level = COPY_LEVEL if args.copy_png and args.resize is None else args.png_level
     jobs = [(key, path, args.resize, args.interpolation, level) for key, path in keyed if key not in writer]
     if resuming:
-        print(f'resuming {args.dst}: {len(keyed) - len(jobs)} of {len(keyed)} images already stored')
+        print(f'resuming {args.output}: {len(keyed) - len(jobs)} of {len(keyed)} images already stored')
     start = time.time()
     skipped = write_lmdb(args, jobs, writer)
     seconds = time.time() - start
     written = len(jobs) - len(skipped)
-    print(f'wrote {written} images to {args.dst} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f} images/s); '
-          f'{len(writer)} entries in all')
-    report = args.report or os.path.join(args.dst, 'skipped.csv')
-    with open(report, 'w', newline='', encoding='utf-8') as f:
-        out = csv.writer(f)
-        out.writerow(['key', 'source', 'error'])
-        out.writerows(skipped)
-    if skipped:
-        print(f'warning: skipped {len(skipped)} unreadable image(s), listed in {report}:', file=sys.stderr)
-        for key, path, error in skipped[:5]:
-            print(f'  {path}: {error}', file=sys.stderr)
-    status = 0
+    report_skipped(args, skipped, stored=len(writer))
+    print(f'wrote {written} images to {args.output} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f} '
+          f'images/s); {len(writer)} entries in all')
+    status = EXIT_INPUT if skipped else 0
     if args.verify:
-        problems = verify_lmdb(args.dst, workers=args.workers)
+        problems = verify_lmdb(args.output, workers=args.workers)
         if problems:
-            print(f'error: verify found {len(problems)} problem(s) in {args.dst}:', file=sys.stderr)
+            print(f'error: verify found {len(problems)} problem(s) in {args.output}:', file=sys.stderr)
             for problem in problems[:20]:
                 print(f'  {problem}', file=sys.stderr)
-            status = 1
+            status = EXIT_INPUT
         else:
             print(f'verify: all {len(writer)} entries decode and match meta_info.txt')
     return status
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, FileExistsError, ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2 if isinstance(err, UsageError) else 1
+    return run_command(build_parser(), run, argv, interrupted='the images written so far are committed; rerun '
+                       'the same command to resume')
 
 
 if __name__ == '__main__':

@@ -5,16 +5,18 @@ and aligns them. This keeps faces whose box is at most --max-size px on both sid
 aligns them at the restorer's input size, like dlst-collect-lq-faces (same options, same
 faces.csv / errors.csv / resume).
 """
-import argparse
 import sys
 
-from dlst_plugin.cli.collect_lq_faces import add_common_arguments, options_from_args, run_harvest
+from dlst_plugin.cli.collect_lq_faces import INTERRUPTED, add_harvest_arguments, options_from_args, run_harvest
+from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.errors import ConfigError
+
+EXAMPLE = 'example:\n  dlst-make-testset -i celeba/ -o testsets/own_lq --max-size 40'
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-make-testset', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_arguments(p)
+    p = make_parser('dlst-make-testset', __doc__.split('\n')[0], epilog=EXAMPLE)
+    add_harvest_arguments(p)
     p.add_argument('--max-size', type=float, default=40,
                    help='keep a face only if its box is at most this many px wide and high (paper: 40)')
     p.add_argument('--min-size', type=float, default=8,
@@ -22,12 +24,14 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
     if args.min_size > args.max_size:
-        print(f'error: --min-size {args.min_size} is above --max-size {args.max_size}', file=sys.stderr)
-        return 2
+        raise ConfigError(f'--min-size {args.min_size} is above --max-size {args.max_size}')
     return run_harvest(args, options_from_args(args, min_size=args.min_size, max_size=args.max_size), 'test faces')
+
+
+def main(argv=None):
+    return run_command(build_parser(), run, argv, interrupted=INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -1,12 +1,12 @@
-"""dlst-restore: restore the faces in photos with a Skip-Transformer checkpoint (SPEC.md section 1).
+"""dlst-restore: restore the faces in photos with a Skip-Transformer (or GLEAN, GFP-GAN) checkpoint.
 
 Inputs are files, folders (their images, recursively) or glob patterns. Per photo: detect,
 align, restore the faces in batches, paste them back with a feathered mask, and write
 OUTPUT/restored_imgs/NAME.png, OUTPUT/restored_faces/NAME_00.png ... and, with --compare,
-OUTPUT/cmp/NAME.png (input | restored). A photo that fails (no face, unreadable, too small ...)
-is reported and skipped; the run ends with a summary and exits 1 if any photo failed.
+OUTPUT/cmp/NAME.png (input | restored); files of the same name are replaced. A photo that fails
+(no face, unreadable, too small ...) is reported and skipped; the run ends with a summary and
+exits 1 if any photo failed.
 """
-import argparse
 import glob
 import os
 import sys
@@ -16,32 +16,49 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dlst_plugin.faces.detection import WEIGHTS_ENV, MissingWeightsError, available_backends
-from dlst_plugin.lmdb_writer import IMAGE_EXTENSIONS, list_images
-from dlst_plugin.restoration import DEFAULT_OPT, DTYPES, STAGES, FaceRestorer, RestoreError, side_by_side, to_bgr8
+from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
+from dlst_plugin.fileio import atomic_write_bytes
+from dlst_plugin.image_files import IMAGE_EXTENSIONS, list_images
+from dlst_plugin.model_files import resolve_model_path
+from dlst_plugin.restoration import (
+    DTYPES,
+    SELECTIONS,
+    STAGES,
+    FaceRestorer,
+    RestoreError,
+    RestoreSetupError,
+    side_by_side,
+    to_bgr8,
+)
 
 OUT_DIRS = {'image': 'restored_imgs', 'faces': 'restored_faces', 'compare': 'cmp'}
+EXAMPLE = ('example:\n  dlst-restore -i photos/ \'more/*.jpg\' one.png -o results '
+           '--model experiments/DLST_512/models/net_g_latest.pth --compare')
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='dlst-restore', description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser('dlst-restore', __doc__.split('\n')[0], epilog=EXAMPLE)
     p.add_argument('-i', '--input', nargs='+', required=True,
                    help='image files, folders (searched recursively) or glob patterns (quote them)')
     p.add_argument('-o', '--output', required=True, help='output folder (restored_imgs/, restored_faces/, cmp/)')
     p.add_argument('--model', required=True,
-                   help='restorer checkpoint (BasicSR net_g_*.pth; params_ema, else params); a bare file name '
-                        'is also looked up in the weights folder')
+                   help='restorer checkpoint: X.pth (BasicSR net_g_*.pth; params_ema, else params) or X.safetensors '
+                        '(dlst-export --format safetensors). When X.safetensors lies next to a given X.pth, the '
+                        '.safetensors file is used (same weights, no pickle). A bare name is also looked up in the '
+                        'weights folder')
     p.add_argument('--opt', default=None,
-                   help=f'BasicSR option file whose network_g builds the restorer (default: {DEFAULT_OPT.name}, '
-                        'the 512 px Skip-Transformer)')
+                   help='BasicSR option file whose network_g builds the restorer; overrides what the checkpoint '
+                        'says (default: the network the checkpoint describes in its metadata, else the one its '
+                        'tensor shapes give)')
     p.add_argument('--aligned', action='store_true',
                    help='inputs are already aligned faces: no detection, no paste-back')
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='where the restorer runs')
     p.add_argument('--dtype', choices=sorted(DTYPES), default='float32',
                    help='restorer precision (float16: CUDA only)')
     p.add_argument('--batch-size', type=int, default=4, help='faces restored per forward pass')
-    p.add_argument('--faces', choices=['all', 'largest'], default='all', help='which detected faces to restore')
+    p.add_argument('--faces', choices=list(SELECTIONS), default='all',
+                   help='which detected faces to restore: all, the largest, or the one nearest the centre')
     p.add_argument('--min-face-size', type=float, default=0,
                    help='ignore faces whose box is smaller than this many px on either side')
     p.add_argument('--detector', choices=available_backends(), default='yunet', help='face detection backend')
@@ -56,7 +73,7 @@ def build_parser():
 
 
 def collect_inputs(entries):
-    """([(display name, path)], [(entry, reason)]): files as given, folder images, glob matches."""
+    """([absolute path], [(entry, reason)]): files as given, folder images (recursive), glob matches."""
     found, problems = [], []
     for entry in entries:
         if os.path.isdir(entry):
@@ -104,9 +121,7 @@ def write_png(path, img):
     ok, buf = cv2.imencode('.png', img)
     if not ok:
         raise RestoreError(f'cannot encode {path}')
-    tmp = f'{path}.part'
-    buf.tofile(tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def restore_one(restorer, path, out_dir, name, args, totals):
@@ -127,11 +142,14 @@ def restore_one(restorer, path, out_dir, name, args, totals):
 
 def run(args):
     if args.batch_size < 1:
-        raise RestoreError('--batch-size must be at least 1')
+        raise RestoreSetupError('--batch-size must be at least 1')
     paths, problems = collect_inputs(args.input)
     if not paths:
-        raise RestoreError('no input images: ' + '; '.join(f'{e}: {why}' for e, why in problems))
-    restorer = FaceRestorer.from_files(args.model, opt=args.opt, device=args.device, dtype=args.dtype,
+        raise RestoreSetupError('-i/--input: no input images: ' + '; '.join(f'{e}: {why}' for e, why in problems))
+    model = resolve_model_path(args.model, args.weights_dir, prefer_safetensors=True)
+    if model.suffix == '.safetensors' and Path(args.model).suffix.lower() != '.safetensors':
+        print(f'note: --model {args.model}: using {model} (the safetensors copy next to it)', file=sys.stderr)
+    restorer = FaceRestorer.from_files(str(model), opt=args.opt, device=args.device, dtype=args.dtype,
                                        weights_dir=args.weights_dir, detector=args.detector, select=args.faces,
                                        min_face_size=args.min_face_size, batch_size=args.batch_size,
                                        score_threshold=args.score_threshold)
@@ -164,12 +182,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (RestoreError, MissingWeightsError, ImportError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    return run_command(build_parser(), run, argv, interrupted='the photos finished so far are in the output folder')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""GFP-GAN's synthetic degradation as one pure, seedable function (SPEC.md section 4).
+"""GFP-GAN's synthetic degradation as one pure, seedable function (docs/design.md#second-order-set).
 
 ``degrade(img_gt, rng, cfg)`` follows GFP-GAN's ``FFHQDegradationDataset`` step by step: hflip,
 Gaussian blur (iso/aniso kernel), bilinear downsample, Gaussian noise, JPEG, bilinear resize
@@ -10,7 +10,7 @@ then applied (``apply_degradation``), so a ``DegradationParams`` record reproduc
 
 Differences from GFP-GAN, none of which changes the distribution: the JPEG quality is the
 integer part of the drawn value (OpenCV 4.12 and 5 reject the float quality BasicSR passes,
-SPEC.md section 7), the blur drops kernel mass below ``image_ops.KERNEL_TAIL``, and the colour
+docs/design.md#toolchain), the blur drops kernel mass below ``image_ops.KERNEL_TAIL``, and the colour
 jitter runs in NumPy/OpenCV instead of torchvision (same formulas).
 """
 import dataclasses

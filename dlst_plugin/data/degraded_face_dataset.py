@@ -1,4 +1,4 @@
-"""``DegradedFaceDataset``: HQ faces and their GFP-GAN-degraded LQ versions (SPEC.md section 4).
+"""``DegradedFaceDataset``: HQ faces and their GFP-GAN-degraded LQ versions (docs/design.md#second-order-set).
 
 A drop-in for GFP-GAN's ``FFHQDegradationDataset`` option block (same keys; the degradation is
 ``dlst_plugin.data.degradations``), plus: folders are scanned recursively, images of another size
@@ -14,12 +14,13 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from dlst_plugin.data.degradations import FaceDegradation, degrade
+from dlst_plugin.data.device_degradation import pack
 from dlst_plugin.data.face_image_source import FaceImageSource
 
 # Keys of the dataset block that are not degradation parameters. BasicSR adds ``phase`` and
 # ``scale`` and reads the data-loader keys; GFP-GAN's facial-component keys are accepted and ignored.
 DATASET_OPTIONS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'io_backend', 'out_size', 'mean', 'std', 'seed',
-                   'skip_bad_images')
+                   'skip_bad_images', 'degradation_on_device')
 LOADER_OPTIONS = ('use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
                   'num_prefetch_queue', 'pin_memory', 'persistent_workers')
 GFPGAN_COMPONENT_OPTIONS = ('crop_components', 'component_path', 'eye_enlarge_ratio')
@@ -79,10 +80,16 @@ class DegradedFaceDataset(data.Dataset):
         seed: base seed of the per-sample RNGs (default: torch's seed when the dataset is built,
             which BasicSR sets from ``manual_seed`` + rank).
         skip_bad_images: log and skip unreadable images instead of stopping (default false).
+        degradation_on_device: leave the degradation to the model (default false): samples are
+            ``{'gt', 'gt_path', 'lq_path', 'degradation'}``, ``gt`` the HQ face (normalised, not flipped)
+            and ``degradation`` the parameters drawn for it, packed by
+            ``dlst_plugin.data.device_degradation.pack`` for ``device_degradation.degrade_batch``.
 
     Each ``__getitem__`` seeds ``numpy.random.default_rng`` from (seed, rank, the DataLoader
     worker's seed, which torch draws anew every epoch, a per-worker draw counter, index): runs with
     the same seed and loader settings repeat, while workers, epochs and repeated indices differ.
+    Validation and test sets (BasicSR's ``phase`` is not ``train``) seed from (seed, index) only:
+    every validation of a run sees the same degraded inputs, so its metrics compare along the run.
     """
 
     def __init__(self, opt):
@@ -104,17 +111,25 @@ class DegradedFaceDataset(data.Dataset):
         self.seed = torch.initial_seed() if seed is None else seed
         self.rank = get_dist_info()[0]
         self._draws = 0
+        self.fixed = opt.get('phase', 'train') != 'train'  # BasicSR sets phase: val/test sets repeat exactly
+        self.on_device = opt.get('degradation_on_device', False)
+        if not isinstance(self.on_device, bool):
+            raise ValueError(f'DegradedFaceDataset: degradation_on_device must be true or false, '
+                             f'got {self.on_device!r}')
         logger = get_root_logger()
         if opt.get('crop_components'):
             logger.warning('DegradedFaceDataset returns no facial component boxes; crop_components is ignored.')
         logger.info(f'DegradedFaceDataset: {len(self.source)} faces from {self.source.root} '
-                    f'({self.source.backend}), out_size {self.out_size}, {self.degradation}')
+                    f'({self.source.backend}), out_size {self.out_size}, {self.degradation}'
+                    f'{" (applied on the device)" if self.on_device else ""}')
 
     def __len__(self):
         return len(self.source)
 
     def sample_rng(self, index):
         """A fresh Generator for one sample (see the class docstring)."""
+        if self.fixed:  # validation / test: the same degradation of each image at every pass
+            return np.random.default_rng([self.seed, index])
         worker = data.get_worker_info()
         stream = 0 if worker is None else worker.seed
         self._draws += 1
@@ -124,8 +139,12 @@ class DegradedFaceDataset(data.Dataset):
         index, img_gt = self.source.read_or_skip(index)
         if self.out_size is not None:
             img_gt = resize_square(img_gt, self.out_size)
-        img_lq, img_gt = degrade(img_gt, self.sample_rng(index), self.degradation)
         path = self.source.path(index)
+        if self.on_device:  # the same draws as below; the model applies them (device_degradation.degrade_batch)
+            params = self.degradation.sample(self.sample_rng(index))
+            return {'gt': image_to_tensor(img_gt, self.mean, self.std), 'gt_path': path, 'lq_path': path,
+                    'degradation': pack(params, img_gt.shape[:2])}
+        img_lq, img_gt = degrade(img_gt, self.sample_rng(index), self.degradation)
         return {
             'lq': image_to_tensor(img_lq, self.mean, self.std),
             'gt': image_to_tensor(img_gt, self.mean, self.std),

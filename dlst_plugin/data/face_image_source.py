@@ -1,23 +1,27 @@
 """Read face images from a folder or a BasicSR LMDB, with one clear error per bad file.
 
-Every face dataset of the plugin reads through ``FaceImageSource`` (SPEC.md section 4: LMDB via
-BasicSR's ``FileClient``, opened lazily in each worker, or folders). A missing, unreadable or
-corrupt image raises ``BadImageError`` naming it, never a bare cv2 ``NoneType`` error; with
-``skip_bad_images`` it is logged through BasicSR's root logger and another image is read instead.
+Every face dataset of the plugin reads through ``FaceImageSource`` (LMDB via BasicSR's
+``FileClient``, opened lazily in each worker, or folders). A missing, unreadable or corrupt image
+raises ``BadImageError`` naming it, never a bare cv2 ``NoneType`` error; with ``skip_bad_images`` it is
+logged through BasicSR's root logger and another image is read instead. An LMDB whose ``meta_info.txt``
+lists a key ``data.mdb`` does not hold is refused at start-up (keys only, no image is decoded), not
+mid-training.
 """
 import os
 import os.path as osp
 
 import cv2
+import lmdb
 import numpy as np
 from basicsr.utils import FileClient, get_root_logger
 
-from dlst_plugin.image_files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+from dlst_plugin.errors import ConfigError, InputError
+from dlst_plugin.image_files import IMAGE_EXTENSIONS, list_images
 
 BACKENDS = ('disk', 'lmdb')
 
 
-class BadImageError(OSError):
+class BadImageError(InputError, OSError):
     """An image that is missing, unreadable or not decodable; ``path`` names it."""
 
     def __init__(self, message, path=None):  # one-argument form: DataLoader workers re-raise with the text
@@ -30,23 +34,17 @@ def _bad_image(path, reason):
 
 
 def scan_image_folder(root):
-    """Relative paths of the image files under ``root`` (recursive, sorted)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.'):
-                found.append(osp.relpath(osp.join(dirpath, name), root))
-    return sorted(found)
+    """Relative paths of the image files under ``root`` (recursive, sorted; :mod:`dlst_plugin.image_files`)."""
+    return [rel.replace('/', os.sep) for rel, _ in list_images(root)]
 
 
 def read_lmdb_keys(root, option='dataroot_gt'):
     """Keys listed in a BasicSR LMDB's ``meta_info.txt`` (``name.ext (h,w,c) level`` per line)."""
     meta = osp.join(root, 'meta_info.txt')
     if not osp.isfile(meta):
-        raise ValueError(f'{option}: {root} is not a BasicSR LMDB: {meta} is missing')
+        raise ConfigError(f'{option}: {root} is not a BasicSR LMDB: {meta} is missing')
     if not osp.isfile(osp.join(root, 'data.mdb')):
-        raise ValueError(f'{option}: {root} is not a BasicSR LMDB: data.mdb is missing')
+        raise ConfigError(f'{option}: {root} is not a BasicSR LMDB: data.mdb is missing')
     keys = []
     with open(meta, encoding='utf-8') as f:
         for number, line in enumerate(f, 1):
@@ -55,9 +53,33 @@ def read_lmdb_keys(root, option='dataroot_gt'):
                 continue
             parts = line.rsplit(' ', 2)  # names may hold spaces; shape and level never do
             if len(parts) != 3 or not parts[1].startswith('('):
-                raise ValueError(f'{meta} line {number}: expected "name.ext (h,w,c) compression", got {line!r}')
+                raise ConfigError(f'{meta} line {number}: expected "name.ext (h,w,c) compression", got {line!r}')
             keys.append(osp.splitext(parts[0])[0])
     return keys
+
+
+def check_lmdb_keys(root, keys, option='dataroot_gt', shown=5):
+    """Raise :class:`~dlst_plugin.errors.ConfigError` naming the keys of ``meta_info.txt`` that ``data.mdb``
+    does not hold. One read transaction over the stored keys; no value is read or decoded."""
+    try:
+        env = lmdb.open(root, readonly=True, lock=False, readahead=False, max_readers=1)
+    except lmdb.Error as err:
+        if 'already open' in str(err):  # this process reads it already: it passed this check then
+            return
+        raise ConfigError(f'{option}: cannot open the LMDB {root} ({type(err).__name__}: {err})') from None
+    try:
+        with env.begin(buffers=True) as txn:
+            stored = {bytes(key) for key in txn.cursor().iternext(values=False)}
+    finally:
+        env.close()
+    missing = [key for key in keys if key.encode('utf-8') not in stored]
+    if missing:
+        listed = ', '.join(repr(k) for k in missing[:shown]) + (f' and {len(missing) - shown} more'
+                                                                 if len(missing) > shown else '')
+        raise ConfigError(f'{option}: {osp.join(root, "meta_info.txt")} lists {len(missing)} key(s) that '
+                          f'{osp.join(root, "data.mdb")} does not hold: {listed}. The LMDB is incomplete or its '
+                          'meta_info.txt belongs to another one: rerun the command that wrote it (dlst-make-lmdb, '
+                          'dlst-generate-pairs, dlst-collect-lq-faces resume and repair it)')
 
 
 def decode_image(buf, path):
@@ -86,18 +108,19 @@ class FaceImageSource:
 
     def __init__(self, root, io_backend_opt=None, skip_bad_images=False, option='dataroot_gt'):
         if not root:
-            raise ValueError(f'{option} is not set')
+            raise ConfigError(f'{option} is not set')
         backend_opt = dict(io_backend_opt or {'type': 'disk'})
         self.backend = backend_opt.pop('type', 'disk')
         if self.backend not in BACKENDS:
-            raise ValueError(f'io_backend.type {self.backend!r} is not supported for {option}; use one of {BACKENDS}')
+            raise ConfigError(f'io_backend.type {self.backend!r} is not supported for {option}; use one of {BACKENDS}')
         self.root = osp.expanduser(str(root))
         self.option = option
         self.skip_bad_images = bool(skip_bad_images)
         if not osp.isdir(self.root):
-            raise ValueError(f'{option}: {self.root} does not exist or is not a folder')
+            raise ConfigError(f'{option}: {self.root} does not exist or is not a folder')
         if self.backend == 'lmdb':
             self.keys = read_lmdb_keys(self.root, option)
+            check_lmdb_keys(self.root, self.keys, option)
             self._client_opt = dict(backend_opt, db_paths=[self.root], client_keys=['default'])
         else:
             self.keys = scan_image_folder(self.root)
@@ -105,7 +128,7 @@ class FaceImageSource:
         if not self.keys:
             what = 'no keys in meta_info.txt' if self.backend == 'lmdb' else \
                 f'no image files ({" ".join(IMAGE_EXTENSIONS)})'
-            raise ValueError(f'{option}: {what} in {self.root}')
+            raise ConfigError(f'{option}: {what} in {self.root}')
         self._client = None
         self._client_pid = None
         self._bad = set()
@@ -170,4 +193,4 @@ class FaceImageSource:
                     raise
                 self._bad.add(i)
                 get_root_logger().warning(f'skipping a bad image ({err}); skip_bad_images is set')
-        raise RuntimeError(f'{self.option}: no readable image left in {self.root} (all {n} failed)')
+        raise InputError(f'{self.option}: no readable image left in {self.root} (all {n} failed)')

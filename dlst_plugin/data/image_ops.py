@@ -1,4 +1,4 @@
-"""The image operations of GFP-GAN's degradation recipe (SPEC.md section 4), without randomness.
+"""The image operations of GFP-GAN's degradation recipe (docs/design.md#second-order-set), without randomness.
 
 Each function takes float32 images in [0, 1], HxW (gray) or HxWxC with C in {1, 3} (BGR), and
 returns the same layout. ``dlst_plugin.data.degradations`` samples their parameters.
@@ -184,7 +184,8 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 def jitter_colour(img, order, factors):
     """GFP-GAN's ``color_jitter_pt``: brightness, contrast, saturation, hue (indices 0-3) in ``order``."""
     for op in order:
-        img = JITTER_OPS[op](img, factors[op])
+        if factors[op] is not None:  # a range switched off (null) leaves that adjustment out
+            img = JITTER_OPS[op](img, factors[op])
     return img
 
 

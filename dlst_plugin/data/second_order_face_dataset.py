@@ -1,4 +1,5 @@
-"""``SecondOrderFaceDataset``: the Skip-Transformer's training set (paper 3.2.4 and 4.4.1, SPEC.md section 4).
+"""``SecondOrderFaceDataset``: the Skip-Transformer's training set (paper 3.2.4 and 4.4.1;
+docs/design.md#second-order-set).
 
 ``mode: second_order`` (the paper's "Method (2)", default), two sources mixed by
 ``ratio`` (default 0.5):
@@ -168,6 +169,7 @@ class SecondOrderFaceDataset(data.Dataset):
         self.seed = torch.initial_seed() if seed is None else int(seed)
         self.rank = get_dist_info()[0]
         self._draws = 0
+        self.fixed = opt.get('phase', 'train') != 'train'  # BasicSR sets phase: val/test sets repeat exactly
         degradation = FaceDegradation.from_opt(opt, strict=False)
         single_opt = {k: opt[k] for k in SHARED_WITH_DEGRADED_FACE if k in opt}
         single_opt.update({k: opt[k] for k in FaceDegradation.option_names() if k in opt}, seed=self.seed)
@@ -187,7 +189,10 @@ class SecondOrderFaceDataset(data.Dataset):
                                f'samples an epoch')
 
     def sample_rng(self, index):
-        """A fresh numpy Generator per sample: (seed, rank, DataLoader worker seed, draw count, index)."""
+        """A fresh numpy Generator per sample: (seed, rank, DataLoader worker seed, draw count, index);
+        validation and test sets (phase not ``train``): (seed, index), the same at every pass."""
+        if self.fixed:
+            return np.random.default_rng([self.seed, index])
         worker = data.get_worker_info()
         self._draws += 1
         return np.random.default_rng([self.seed, self.rank, 0 if worker is None else worker.seed, self._draws, index])

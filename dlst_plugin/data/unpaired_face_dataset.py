@@ -1,4 +1,5 @@
-"""``UnpairedFaceDataset``: real LQ faces for degradation learning (paper 3.2.1-3.2.2, SPEC.md section 3).
+"""``UnpairedFaceDataset``: real LQ faces for degradation learning (paper 3.2.1-3.2.2;
+docs/design.md#degradation-learning).
 
 The degrader is trained unpaired: the data loader brings only real LQ faces (collected from
 WIDER Face, ``dlst-collect-lq-faces``), resized to the generator's size; the model samples z.

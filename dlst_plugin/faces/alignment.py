@@ -2,7 +2,7 @@
 
 The template is the five-point FFHQ template of facexlib's ``FaceRestoreHelper`` (the one
 GFP-GAN restores with), so aligned crops match the faces the restorer and StyleGAN2 were
-trained on (paper 3.2.1: "all images are aligned"; SPEC.md section 1, steps 1 and 6).
+trained on (paper 3.2.1: "all images are aligned"; docs/design.md#pipeline, steps 1 and 6).
 """
 import cv2
 import numpy as np

@@ -7,21 +7,29 @@ Backends (``build_detector(name)``):
 * ``retinaface`` (``retinaface_resnet50``, ``retinaface_mobile0.25``): facexlib's RetinaFace, the
   detector of GFP-GAN's restore pipeline. facexlib is the optional ``faces`` extra and is
   imported only when this backend is built; its weights are read from a local folder and
-  never downloaded (SPEC.md section 7: nothing here reaches the internet).
+  never downloaded (nothing here reaches the internet).
 
 Landmarks are always ordered as facexlib's alignment template expects: the eye on the image's
 left, the eye on the image's right, nose tip, left mouth corner, right mouth corner.
+
+Every backend's detections pass :func:`plausible_faces`: a box or landmark that is not finite, a box
+of no size, a box far outside the image or larger than it, landmarks far from their box or a score
+outside [0, 1] is dropped (a detector fed a 20 x 20000 noise strip returns such garbage with score 1).
 """
 import functools
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-WEIGHTS_ENV = 'DLST_WEIGHTS_DIR'
-DEFAULT_WEIGHTS_DIR = 'weights'
+from dlst_plugin.errors import ConfigError, MissingFileError, MissingPackageError
+from dlst_plugin.model_files import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV, resolve_weights_dir  # noqa: F401
+
+MIN_BOX_SIDE = 1.0  # px: a smaller box is no face
+LANDMARK_SLACK = 0.5  # landmarks may lie this many box sides outside their box
 YUNET_ONNX = 'face_detection_yunet_2023mar.onnx'
 # network -> (weights file, where facexlib publishes it)
 RETINAFACE_WEIGHTS = {
@@ -32,8 +40,8 @@ RETINAFACE_WEIGHTS = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
-    """A detector's model file is not on this machine (nothing is ever downloaded)."""
+class MissingWeightsError(MissingFileError):
+    """A detector's model file is not on this machine (nothing is ever downloaded; exit code 2)."""
 
 
 @dataclass
@@ -52,9 +60,30 @@ class Face:
         return float(self.box[3] - self.box[1])
 
 
-def resolve_weights_dir(weights_dir=None):
-    """The weights folder: the argument, else ``$DLST_WEIGHTS_DIR``, else ``./weights``."""
-    return os.path.abspath(weights_dir or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR)
+def face_problem(face, shape):
+    """Why ``face`` cannot be a real detection in an image of ``shape`` (h, w[, c]), or None."""
+    box = np.asarray(face.box, np.float64).reshape(-1)
+    landmarks = np.asarray(face.landmarks, np.float64).reshape(-1, 2)
+    if box.size != 4 or not (np.isfinite(box).all() and np.isfinite(landmarks).all() and math.isfinite(face.score)):
+        return 'non-finite box, landmarks or score'
+    if not 0 <= face.score <= 1:
+        return f'score {face.score} outside [0, 1]'
+    h, w = shape[:2]
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1)
+    if min(x2 - x1, y2 - y1) < MIN_BOX_SIDE:
+        return f'box of {x2 - x1:.3g} x {y2 - y1:.3g} px'
+    if side > 2 * max(h, w) or x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+        return 'box outside the image or larger than it'
+    slack = LANDMARK_SLACK * side
+    if not ((landmarks >= [x1 - slack, y1 - slack]) & (landmarks <= [x2 + slack, y2 + slack])).all():
+        return 'landmarks far outside the box'
+    return None
+
+
+def plausible_faces(faces, shape):
+    """The detections of ``faces`` that can be real faces of an image of ``shape`` (see :func:`face_problem`)."""
+    return [face for face in faces if face_problem(face, shape) is None]
 
 
 def as_bgr(img):
@@ -86,7 +115,7 @@ def available_backends():
 def build_detector(name='yunet', weights_dir=None, **opts):
     """A detector object with ``detect(img_bgr) -> list[Face]`` (best score first)."""
     if name not in _BACKENDS:
-        raise ValueError(f'unknown face detector {name!r}; choose one of {available_backends()}')
+        raise ConfigError(f'--detector {name!r}: unknown face detector; choose one of {available_backends()}')
     return _BACKENDS[name](weights_dir=weights_dir, **opts)
 
 
@@ -146,7 +175,7 @@ class YuNetDetector:
             # YuNet rows: x, y, w, h, then five (x, y) points in the template's order, then the score
             faces.append(Face(box=np.array([x, y, x + bw, y + bh], np.float32), score=float(row[14]),
                               landmarks=(row[4:14].reshape(5, 2) / scale).astype(np.float32)))
-        return sorted(faces, key=lambda f: -f.score)
+        return sorted(plausible_faces(faces, (h, w)), key=lambda f: -f.score)
 
 
 @register_backend('yunet')
@@ -159,7 +188,7 @@ def _build_yunet(weights_dir=None, **opts):
 def retinaface_weights_path(network='resnet50', weights_dir=None):
     """The local weights file for ``network``; :class:`MissingWeightsError` says where to put it."""
     if network not in RETINAFACE_WEIGHTS:
-        raise ValueError(f'unknown RetinaFace network {network!r}; choose one of {sorted(RETINAFACE_WEIGHTS)}')
+        raise ConfigError(f'unknown RetinaFace network {network!r}; choose one of {sorted(RETINAFACE_WEIGHTS)}')
     file_name, url = RETINAFACE_WEIGHTS[network]
     folder = resolve_weights_dir(weights_dir)
     path = os.path.join(folder, file_name)
@@ -177,11 +206,14 @@ class RetinaFaceDetector:
     def __init__(self, weights_dir=None, network='resnet50', score_threshold=0.8, nms_threshold=0.4, device='cpu'):
         path = retinaface_weights_path(network, weights_dir)  # before importing anything: fail fast, offline
         import torch
+
+        from dlst_plugin.model_files import load_checkpoint
         try:
             from facexlib.detection.retinaface import RetinaFace
         except ImportError as err:
-            raise ImportError('the retinaface detector needs facexlib: pip install "dlst-plugin[faces]"') from err
-        state = torch.load(path, map_location='cpu', weights_only=True)
+            raise MissingPackageError('the retinaface detector needs facexlib: pip install "dlst-plugin[faces]"') \
+                from err
+        state = load_checkpoint(path, f'facexlib RetinaFace ({network}) weights', flag=None)
         state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
         self.net = RetinaFace(network_name=network, half=False, device=torch.device(device))
         self.net.load_state_dict(state, strict=True)
@@ -195,7 +227,7 @@ class RetinaFaceDetector:
             rows = self.net.detect_faces(as_bgr(img_bgr), self.score_threshold, self.nms_threshold)
         faces = [Face(box=np.asarray(r[:4], np.float32), score=float(r[4]),
                       landmarks=np.asarray(r[5:15], np.float32).reshape(5, 2)) for r in rows]
-        return sorted(faces, key=lambda f: -f.score)
+        return sorted(plausible_faces(faces, img_bgr.shape), key=lambda f: -f.score)
 
 
 @register_backend('retinaface', 'retinaface_resnet50')

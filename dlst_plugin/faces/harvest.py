@@ -13,6 +13,7 @@ finished; a rerun skips them, so an interrupted run resumes without duplicates).
 import contextlib
 import csv
 import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -20,8 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face
 from dlst_plugin.faces.detection import build_detector
+from dlst_plugin.fileio import atomic_write_bytes, atomic_write_csv, check_writable
 from dlst_plugin.lmdb_writer import LmdbWriter, encode_png, image_shape, is_lmdb_dir, sanitize_key, worker_pool
 
 FACES_CSV, ERRORS_CSV, DONE_TXT = 'faces.csv', 'errors.csv', 'done.txt'
@@ -108,11 +111,7 @@ class _FolderSink:
         os.makedirs(root, exist_ok=True)
 
     def put(self, key, png, shape):
-        path = os.path.join(self.root, key + '.png')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + '.tmp', 'wb') as f:
-            f.write(png)
-        os.replace(path + '.tmp', path)
+        atomic_write_bytes(os.path.join(self.root, key + '.png'), png)
 
     def commit(self):
         pass
@@ -145,8 +144,8 @@ class HarvestState:
         self.rows = [r for r in rows if r['source'] in self.done]  # rows of unfinished photos are redone
         self.num_faces = len(self.rows)
         self.errors = []  # photos that failed before are not done: they are retried, and reported again
-        self._write_csv(FACES_CSV, CSV_FIELDS, self.rows, 'w')
-        self._write_csv(ERRORS_CSV, ['source', 'error'], self.errors, 'w')
+        atomic_write_csv(os.path.join(dst, FACES_CSV), CSV_FIELDS, self.rows)
+        atomic_write_csv(os.path.join(dst, ERRORS_CSV), ['source', 'error'], self.errors)
         self._pending_rows, self._pending_errors, self._pending_done = [], [], []
 
     def add(self, source, rows, error):
@@ -163,8 +162,8 @@ class HarvestState:
 
     def flush(self):
         """Record what the sink has committed: rows first, then the photos as done."""
-        self._write_csv(FACES_CSV, CSV_FIELDS, self._pending_rows, 'a')
-        self._write_csv(ERRORS_CSV, ['source', 'error'], self._pending_errors, 'a')
+        self._append_csv(FACES_CSV, CSV_FIELDS, self._pending_rows)
+        self._append_csv(ERRORS_CSV, ['source', 'error'], self._pending_errors)
         self.errors += self._pending_errors
         with open(os.path.join(self.dst, DONE_TXT), 'a', encoding='utf-8') as f:
             f.writelines(s + '\n' for s in self._pending_done)
@@ -173,18 +172,12 @@ class HarvestState:
         self.done.update(self._pending_done)
         self._pending_rows, self._pending_errors, self._pending_done = [], [], []
 
-    def _write_csv(self, name, fields, rows, mode):
-        path = os.path.join(self.dst, name)
-        new = mode == 'w' or not os.path.isfile(path)
-        with open(path + '.tmp' if mode == 'w' else path, mode, newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, fields)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+    def _append_csv(self, name, fields, rows):
+        """Append ``rows`` (the file was written whole, with its header, when the state was opened)."""
+        with open(os.path.join(self.dst, name), 'a', newline='', encoding='utf-8') as f:
+            csv.DictWriter(f, fields).writerows(rows)
             f.flush()
             os.fsync(f.fileno())
-        if mode == 'w':
-            os.replace(path + '.tmp', path)
 
 
 def _read_lines(path):
@@ -206,21 +199,31 @@ def source_key(rel_path):
     return sanitize_key(os.path.splitext(rel_path)[0].replace(os.sep, '/'))
 
 
-def harvest(photos, dst, opts, workers=1, flush_every=50, max_faces=None, desc='faces'):
+def check_destination(dst, overwrite=False):
+    """Refuse a folder that holds something else than an earlier harvest; ``overwrite`` removes an earlier one."""
+    as_lmdb = dst.rstrip('/').endswith('.lmdb')
+    if not os.path.exists(dst) or not os.listdir(dst):
+        return
+    if not os.path.isfile(os.path.join(dst, DONE_TXT)) and not (as_lmdb and is_lmdb_dir(dst)):
+        raise ConfigError(f'-o/--output {dst} exists and holds no earlier harvest ({DONE_TXT} missing); '
+                          'choose a new destination')
+    check_writable(dst, 'output folder', (FACES_CSV, ERRORS_CSV, DONE_TXT))
+    if overwrite:
+        shutil.rmtree(dst)
+
+
+def harvest(photos, dst, opts, workers=1, flush_every=50, max_faces=None, desc='faces', overwrite=False):
     """Run the pipeline over ``photos`` [(relative name, path)] into ``dst``; return a summary dict."""
     keys = {}
     for rel, _ in photos:
         keys.setdefault(source_key(rel), []).append(rel)
     clashes = [names for names in keys.values() if len(names) > 1]
     if clashes:
-        raise ValueError(f'photos {clashes[0]} give the same output key {source_key(clashes[0][0])!r} '
-                         '(names differing only in extension or in characters LMDB keys cannot hold); rename one')
-    as_lmdb = dst.rstrip('/').endswith('.lmdb')
-    if os.path.exists(dst) and os.listdir(dst) and not os.path.isfile(os.path.join(dst, DONE_TXT)) \
-            and not (as_lmdb and is_lmdb_dir(dst)):
-        raise FileExistsError(f'{dst} exists and holds no earlier harvest ({DONE_TXT} missing); '
-                              'choose a new destination')
+        raise ConfigError(f'photos {clashes[0]} give the same output key {source_key(clashes[0][0])!r} '
+                          '(names differing only in extension or in characters LMDB keys cannot hold); rename one')
     _init_worker(opts)  # build the detector here first: missing weights stop the run before DST is touched
+    check_destination(dst, overwrite)
+    as_lmdb = dst.rstrip('/').endswith('.lmdb')
     sink = (_LmdbSink if as_lmdb else _FolderSink)(dst, opts.png_level)
     state = HarvestState(dst)
     todo = [(rel, path, source_key(rel)) for rel, path in photos if rel not in state.done]

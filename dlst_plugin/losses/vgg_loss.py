@@ -1,4 +1,4 @@
-"""VGG feature losses of DL-ST, with VGG weights read from disk only (SPEC.md sections 3, 5, 7).
+"""VGG feature losses of DL-ST, with VGG weights read from disk only (docs/design.md).
 
 * ``VGGPerceptualLoss``: the Skip-Transformer's perceptual term (paper Eq. 8, VGG16).
 * ``PooledVGGLoss``: the degrader's colour term (paper Eq. 3): VGG19 ``features[18]`` of both
@@ -184,7 +184,7 @@ def _max_pools(vgg_features):
 @LOSS_REGISTRY.register()
 class PooledVGGLoss(_FrozenVGGLoss):
     """``|| phi(down_s(x)) - phi(down_s(gt)) ||`` (paper Eq. 3): phi = VGG19 ``features[layer]``
-    (default 18, pool3), down_s = average pooling by ``pool`` (default 64, SPEC.md section 3).
+    (default 18, pool3), down_s = average pooling by ``pool`` (default 64, docs/design.md#degradation-learning).
 
     A pooled image must keep 2^(max-pools in phi) px (8 for layer 18), so ``pool`` is clamped
     to ``size // 8`` for small images; an image smaller than that raises a ValueError.

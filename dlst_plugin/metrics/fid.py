@@ -1,9 +1,10 @@
 """FID (paper section 4, Tables 1-4) with BasicSR's FID Inception, weights read from disk only.
 
 ``basicsr.archs.inception.InceptionV3`` downloads ``pt_inception-2015-12-05-6726825d.pth`` unless
-the file sits at a cwd-relative path; here its loader is handed a state dict we load ourselves
-(``weights_only=True``) from ``--inception-weights``, the weights folder (``--weights-dir``,
-``$DLST_WEIGHTS_DIR``, ``./weights``), BasicSR's ``experiments/pretrained_models/`` or torch hub's cache.
+the file sits at a cwd-relative path; here its loader is handed a state dict we read ourselves
+(``checkpoints.read_checkpoint``: ``weights_only=True``, one clear error for a bad file) from
+``--inception-weights``, the weights folder (``--weights-dir``, ``$DLST_WEIGHTS_DIR``, ``./weights``),
+BasicSR's ``experiments/pretrained_models/`` or torch hub's cache.
 A random Inception (tests only) is built only when asked for with a seed; it is never a fallback.
 
 The Frechet distance is computed through symmetric eigendecompositions: the same value as
@@ -19,8 +20,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dlst_plugin.errors import MissingFileError
+from dlst_plugin.fileio import atomic_path
 from dlst_plugin.losses.vgg_loss import WEIGHTS_DIR_ENV, weights_dir
-from dlst_plugin.metrics.images import EvaluationError
+from dlst_plugin.metrics.images import EvaluationError, EvaluationSetupError
+from dlst_plugin.model_files import load_checkpoint
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 FID_WEIGHTS_URL = f'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}'
@@ -31,8 +35,8 @@ FID_RESIZE_RULE = (f'RGB in [-1, 1] resized to {FID_INPUT_SIZE}x{FID_INPUT_SIZE}
                    'as BasicSR InceptionV3(resize_input=True); spatial features average-pooled')
 
 
-class InceptionWeightsMissing(EvaluationError):
-    """The FID Inception state dict is nowhere to be found."""
+class InceptionWeightsMissing(MissingFileError, EvaluationError):
+    """The FID Inception state dict is nowhere to be found (exit code 2)."""
 
 
 def find_inception_weights(weights_path=None, weights_dir_=None):
@@ -81,7 +85,8 @@ class FIDInception:
             raise ValueError(f'FID dims must be one of {sorted(FID_DIMS)}, got {dims}')
         if random_init_seed is None:
             path = find_inception_weights(weights_path, weights_dir_)
-            state_dict = torch.load(path, map_location='cpu', weights_only=True)
+            state_dict = load_checkpoint(path, f'the FID Inception weights {FID_WEIGHTS_FILE} ({FID_WEIGHTS_URL})',
+                                         flag='--inception-weights' if weights_path else None)
             self.weights = FID_WEIGHTS_FILE if osp.basename(path) == FID_WEIGHTS_FILE else osp.basename(path)
         else:
             state_dict = _random_inception_state_dict(random_init_seed)
@@ -138,8 +143,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
 def save_statistics(path, mu, sigma, num_images, inception_weights, source):
     """Write ``mu``/``sigma`` and how they were made to ``path`` (.npz)."""
-    np.savez(path, mu=mu, sigma=sigma, num_images=num_images, inception_weights=inception_weights,
-             resize=FID_RESIZE_RULE, source=str(source))
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:  # a file object: numpy adds no second .npz
+        np.savez(f, mu=mu, sigma=sigma, num_images=num_images, inception_weights=inception_weights,
+                 resize=FID_RESIZE_RULE, source=str(source))
 
 
 def load_statistics(path, inception):
@@ -147,26 +153,30 @@ def load_statistics(path, inception):
 
     Statistics made with other dims or other Inception weights than ``inception`` are refused.
     """
+    expected = 'FID statistics: mu/sigma in .npz (dlst-evaluate --save-stats) or mean/cov in a BasicSR .pth'
     if not osp.isfile(path):
-        raise EvaluationError(f'reference statistics file {path} does not exist')
+        raise EvaluationSetupError(f'--reference-stats {path}: no such file; expected {expected}')
     try:
-        if path.endswith('.npz'):
+        if str(path).endswith('.npz'):
             data = dict(np.load(path, allow_pickle=False))
             mu, sigma = data['mu'], data['sigma']
         else:
-            data = torch.load(path, map_location='cpu', weights_only=True)
+            data = load_checkpoint(path, expected, flag='--reference-stats')
             mu, sigma = np.asarray(data['mean']), np.asarray(data['cov'])
     except KeyError as err:
-        raise EvaluationError(f'{path} lacks key {err} (expected mu/sigma in .npz, mean/cov in .pth)') from None
+        raise EvaluationSetupError(f'--reference-stats {path} lacks key {err}; expected {expected}') from None
+    except EvaluationError:
+        raise
     except Exception as err:  # corrupt or foreign file
-        raise EvaluationError(f'cannot read reference statistics {path}: {err}') from None
+        raise EvaluationSetupError(f'--reference-stats {path}: cannot read it ({err}); expected {expected}') \
+            from None
     if mu.shape != (inception.dims,) or sigma.shape != (inception.dims, inception.dims):
-        raise EvaluationError(f'{path} holds {mu.shape[0]}-dim statistics but FID uses {inception.dims} dims '
-                              '(--fid-dims)')
+        raise EvaluationSetupError(f'--reference-stats {path} holds {mu.shape[0]}-dim statistics but FID uses '
+                                   f'{inception.dims} dims (--fid-dims)')
     weights = str(data['inception_weights']) if 'inception_weights' in data else None
     if weights is not None and weights != inception.weights:
-        raise EvaluationError(f'{path} was made with Inception weights "{weights}", '
-                              f'this run uses "{inception.weights}"')
+        raise EvaluationSetupError(f'--reference-stats {path} was made with Inception weights "{weights}", '
+                                   f'this run uses "{inception.weights}"')
     info = {'file': str(path), 'num_images': int(data['num_images']) if 'num_images' in data else None,
             'inception_weights': weights, 'resize': str(data['resize']) if 'resize' in data else 'unknown'}
     return mu, sigma, info

@@ -9,13 +9,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dlst_plugin.image_files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+from dlst_plugin.errors import ConfigError, InputError
+from dlst_plugin.image_files import IMAGE_EXTENSIONS, is_image_file, list_files
 
 IMAGE_FORMAT = 'OpenCV imread IMREAD_COLOR: 8-bit BGR, gray expanded to 3 channels, alpha dropped'
 
 
-class EvaluationError(Exception):
-    """Bad input to the evaluation (missing folder, unreadable image, mismatched statistics)."""
+class EvaluationError(InputError):
+    """Bad input to the evaluation (unreadable image, no images, mismatched statistics; exit code 1)."""
+
+
+class EvaluationSetupError(ConfigError, EvaluationError):
+    """A flag naming a folder or file that is not there or cannot be used: nothing was scored (exit code 2)."""
 
 
 def warn(message):
@@ -30,10 +35,11 @@ def list_images(folder, role='folder'):
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise EvaluationError(f'{role} {folder} does not exist or is not a directory')
+        raise EvaluationSetupError(f'{role} {folder} does not exist or is not a directory')
     images, skipped = {}, []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    for _, path in list_files(folder, recursive=False):
+        path = Path(path)
+        if not is_image_file(path):
             reason = f'not an image (extension not in {", ".join(IMAGE_EXTENSIONS)})'
         elif path.stem in images:
             reason = f'same stem as {images[path.stem].name}'

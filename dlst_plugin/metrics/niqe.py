@@ -4,10 +4,10 @@ Two backends, both fed ``basicsr/metrics/niqe_pris_params.npz``:
 
 * ``basicsr``: ``basicsr.metrics.calculate_niqe`` on the Y channel, no border crop.
 * ``pyiqa``: pyiqa's NIQE when pyiqa is installed (extra ``metrics``); pyiqa would download its
-  own ``.mat`` parameters, so they are written from BasicSR's ``.npz`` instead (SPEC.md section 7).
+  own ``.mat`` parameters, so they are written from BasicSR's ``.npz`` instead (nothing is downloaded).
 
-BasicSR's NIQE fits its Gaussian to 96 px blocks and needs a 2x2 grid of them (SPEC.md section 7:
-it fails inside ``calculate_weights_indices`` on 64 px images), so images whose short side is below
+BasicSR's NIQE fits its Gaussian to 96 px blocks and needs a 2x2 grid of them (it
+fails inside ``calculate_weights_indices`` on 64 px images), so images whose short side is below
 ``NIQE_MIN_SIDE`` are upscaled bicubically to that short side first; the rule and the number of
 images it touched are recorded next to the score.
 """
@@ -17,6 +17,8 @@ import tempfile
 
 import cv2
 import numpy as np
+
+from dlst_plugin.errors import ConfigError, MissingPackageError
 
 NIQE_MIN_SIDE = 192
 NIQE_RESIZE_RULE = (f'none when the short side is >= {NIQE_MIN_SIDE} px; smaller images are upscaled '
@@ -76,7 +78,7 @@ class PyiqaNIQE:
 
     def __init__(self):
         if not pyiqa_available():
-            raise ImportError('NIQE backend pyiqa was asked for but pyiqa is not installed '
+            raise MissingPackageError('NIQE backend pyiqa was asked for but pyiqa is not installed '
                               "(pip install 'dlst-plugin[metrics]'); the basicsr backend needs nothing extra")
         import pyiqa
         import torch
@@ -98,5 +100,5 @@ def build_niqe_backends(names):
     """NIQE scorers for ``names`` (subset of ``NIQE_BACKENDS``); ImportError names a missing backend."""
     unknown = set(names) - set(NIQE_BACKENDS)
     if unknown:
-        raise ValueError(f'unknown NIQE backend(s) {sorted(unknown)}; choose from {NIQE_BACKENDS}')
+        raise ConfigError(f'unknown NIQE backend(s) {sorted(unknown)}; choose from {NIQE_BACKENDS}')
     return [{'basicsr': BasicSRNIQE, 'pyiqa': PyiqaNIQE}[name]() for name in names]

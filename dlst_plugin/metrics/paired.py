@@ -6,6 +6,8 @@ pairs PSNR/SSIM are the usual sanity check. Computed on RGB like GFP-GAN's valid
 """
 import importlib.util
 
+from dlst_plugin.errors import ConfigError, MissingPackageError
+
 PAIRED_CHANNELS = ('rgb', 'y')
 
 
@@ -16,7 +18,7 @@ class PSNRSSIM:
 
     def __init__(self, channel='rgb'):
         if channel not in PAIRED_CHANNELS:
-            raise ValueError(f'channel must be one of {PAIRED_CHANNELS}, got {channel!r}')
+            raise ConfigError(f'--paired-channel: channel must be one of {PAIRED_CHANNELS}, got {channel!r}')
         import basicsr
         self.test_y_channel = channel == 'y'
         self.backend = {
@@ -47,7 +49,7 @@ class LPIPS:
     def __init__(self):
         reason = lpips_unavailable_reason()
         if reason:
-            raise ImportError(reason)
+            raise MissingPackageError(reason)
         import lpips
         import torch
         self._torch = torch

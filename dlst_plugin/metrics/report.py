@@ -6,10 +6,10 @@ Every metric value is stored with the backend, image format and resize rule that
 import base64
 import html
 import json
-import os
-from pathlib import Path
 
 import cv2
+
+from dlst_plugin.fileio import atomic_write_text
 
 # metric key -> (column label, lower is better); the order of the table's columns
 METRIC_COLUMNS = {
@@ -57,10 +57,7 @@ def format_table(methods):
 
 def write_atomically(path, text):
     """Write ``text`` to ``path`` through a temporary file, so a failed run leaves the old file whole."""
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_json(path, payload):

@@ -1,4 +1,4 @@
-"""Helpers of the degradation-learning model: image statistics, sample grids, EMA.
+"""Helpers of the degradation-learning model: image statistics and sample grids.
 
 The statistics say whether the green network is learning the real LQ style (paper 3.2.3):
 its high-frequency energy and contrast should move from the clean (red) values towards the
@@ -77,10 +77,3 @@ def to_bgr_uint8(img):
     arr = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
     arr = arr.movedim(-3, -1).numpy()
     return np.ascontiguousarray(arr[..., ::-1])
-
-
-@torch.no_grad()
-def ema_update(ema_params, params, decay):
-    """ema = decay * ema + (1 - decay) * current, parameter by parameter."""
-    for p_ema, p in zip(ema_params, params):
-        p_ema.mul_(decay).add_(p.detach(), alpha=1 - decay)

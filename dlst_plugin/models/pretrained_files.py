@@ -6,14 +6,18 @@ import os.path as osp
 
 from basicsr.utils import get_root_logger
 
+PERCEPTUAL_KEYS = ('perceptual_opt', 'vgg_opt')  # vgg_opt: the degrader's former name of the same loss
 
-def missing_pretrained_files(opt, network_keys, vgg_opt_key, default_vgg):
+
+def missing_pretrained_files(opt, network_keys, default_vgg):
     """One message per missing file: ``network_g.<key>`` for each of ``network_keys``,
-    ``path.pretrain_network_g/_d``, and the VGG weights of ``train.<vgg_opt_key>`` (when training
+    ``path.pretrain_network_g/_d``, and the VGG weights of ``train.perceptual_opt`` (when training
     without ``random_init``)."""
     from dlst_plugin.losses.vgg_loss import VGG_WEIGHT_FILES, find_vgg_weights
     problems = []
-    loss = (opt.get('train') or {}).get(vgg_opt_key) if opt.get('is_train') else None
+    train = (opt.get('train') or {}) if opt.get('is_train') else {}
+    vgg_opt_key = next((key for key in PERCEPTUAL_KEYS if train.get(key)), PERCEPTUAL_KEYS[0])
+    loss = train.get(vgg_opt_key)
     if loss and not loss.get('random_init', False):
         vgg_type = loss.get('vgg_type', default_vgg)
         if vgg_type in VGG_WEIGHT_FILES:

@@ -1,0 +1,194 @@
+"""Key tables of the StyleGAN2 checkpoint layouts :mod:`dlst_plugin.checkpoints` reads, and the
+functions that rename (and, for ``gfpgan_clean``, rescale) one network's state dict into BasicSR's
+layout.
+
+Each converter returns the keyword arguments of :class:`dlst_plugin.checkpoints.Conversion`
+(``state``, ``renamed``, ``dropped``, ``rescaled``, ``extras``). Keys no rule knows keep their
+name, so a foreign key is reported as unexpected by the later shape check instead of vanishing.
+"""
+import math
+import re
+
+LAYOUTS = ('basicsr', 'rosinality', 'gfpgan_clean', 'mmagic')
+KINDS = ('generator', 'discriminator')
+# where checkpoints keep each network, best first ('' = the file is the state dict itself)
+CONTAINER_KEYS = {'generator': ('params_ema', 'params', 'g_ema', 'g', 'state_dict', ''),
+                  'discriminator': ('params_d', 'd', 'params', 'state_dict', '')}
+STRIP_PREFIX = 'module.'  # DataParallel / DistributedDataParallel wrappers
+# prefixes under which a container may hold the network among other weights, best first
+SUBNET_PREFIXES = {
+    'generator': (
+        'stylegan_decoder.',  # GFP-GAN restorers keep their StyleGAN2 decoder here
+        # MMagic / mmediting: the EMA copy (its 1.x saves nest it in ``module.``) before the live one
+        'generator_ema.module.', 'generator_ema.', 'generator.module.', 'generator.',
+        'generator.generator.',  # MMagic's GLEAN restorer: the StyleGAN2 prior inside its generator
+    ),
+    'discriminator': ('discriminator.module.', 'discriminator.'),
+}
+# one key only each (layout, kind) has: how a state dict is recognised
+SIGNATURES = {
+    ('basicsr', 'generator'): 'style_conv1.activate.bias',
+    ('rosinality', 'generator'): 'input.input',
+    ('gfpgan_clean', 'generator'): 'style_conv1.bias',
+    ('mmagic', 'generator'): 'constant_input.input',
+    ('basicsr', 'discriminator'): 'conv_body.0.0.weight',
+    ('rosinality', 'discriminator'): 'convs.0.0.weight',
+    ('mmagic', 'discriminator'): 'convs.0.0.conv.weight_orig',
+}
+
+# --- rosinality stylegan2-pytorch --------------------------------------------------------------
+# rosinality name -> BasicSR name (full matches; anything else keeps its name)
+ROSINALITY_RULES = {
+    'generator': (
+        (r'style\.(\d+)\.(weight|bias)', r'style_mlp.\1.\2'),
+        (r'input\.input', 'constant_input.weight'),
+        (r'conv1\.conv\.(.+)', r'style_conv1.modulated_conv.\1'),
+        (r'conv1\.noise\.weight', 'style_conv1.weight'),
+        (r'conv1\.activate\.bias', 'style_conv1.activate.bias'),
+        (r'convs\.(\d+)\.conv\.(.+)', r'style_convs.\1.modulated_conv.\2'),
+        (r'convs\.(\d+)\.noise\.weight', r'style_convs.\1.weight'),
+        (r'convs\.(\d+)\.activate\.bias', r'style_convs.\1.activate.bias'),
+        (r'(to_rgb1|to_rgbs\.\d+)\.conv\.(.+)', r'\1.modulated_conv.\2'),
+        (r'noises\.noise_(\d+)', r'noises.noise\1'),
+    ),
+    'discriminator': ((r'convs\.(.+)', r'conv_body.\1'), ),
+}
+BLUR_KERNEL_KEY = re.compile(r'.*\.(blur|upsample|\d+)\.kernel')  # rosinality's FIR buffers: fixed, not learnt
+
+# --- MMagic / mmediting StyleGANv2 ---------------------------------------------------------------
+# Its equalised-lr layers keep the unscaled weight as ``weight_orig`` and scale it by
+# gain / sqrt(fan_in) * lr_mul at run time with gain 1, as ours do with ``weight``: values copy
+# unchanged. Biases of its linear layers sit beside ``linear`` (``.bias``), not inside it.
+_STYLE_CONV = r'(conv1|convs\.\d+)'  # MMagic's ModulatedStyleConv layers; ours are style_conv1 / style_convs.N
+_TO_RGB = r'(to_rgb1|to_rgbs\.\d+)'  # same names on both sides
+MMAGIC_RULES = {
+    'generator': (
+        (r'style_mapping\.(\d+)\.linear\.weight_orig', r'style_mlp.\1.weight'),
+        (r'style_mapping\.(\d+)\.bias', r'style_mlp.\1.bias'),
+        (r'constant_input\.input', 'constant_input.weight'),
+        (_STYLE_CONV + r'\.conv\.weight_orig', r'style_\1.modulated_conv.weight'),
+        (_STYLE_CONV + r'\.conv\.style_modulation\.linear\.weight_orig', r'style_\1.modulated_conv.modulation.weight'),
+        (_STYLE_CONV + r'\.conv\.style_modulation\.bias', r'style_\1.modulated_conv.modulation.bias'),
+        (_STYLE_CONV + r'\.noise_injector\.weight', r'style_\1.weight'),
+        (_STYLE_CONV + r'\.activate\.bias', r'style_\1.activate.bias'),
+        (_TO_RGB + r'\.conv\.weight_orig', r'\1.modulated_conv.weight'),
+        (_TO_RGB + r'\.conv\.style_modulation\.linear\.weight_orig', r'\1.modulated_conv.modulation.weight'),
+        (_TO_RGB + r'\.conv\.style_modulation\.bias', r'\1.modulated_conv.modulation.bias'),
+        (r'injected_noise_(\d+)', r'noises.noise\1'),
+    ),
+    'discriminator': (
+        # block 0: 1x1 from-RGB conv (0) + bias/leaky ReLU (1); blocks 1..: ResBlocks whose
+        # down-sampling convs and skip put the blur (0) before the conv (1); same indices as ours
+        (r'convs\.(0\.0|[1-9]\d*\.conv1\.0|[1-9]\d*\.conv2\.1|[1-9]\d*\.skip\.1)\.conv\.weight_orig',
+         r'conv_body.\1.weight'),
+        (r'convs\.(0\.1|[1-9]\d*\.conv1\.1|[1-9]\d*\.conv2\.2)\.bias', r'conv_body.\1.bias'),
+        (r'final_conv\.0\.conv\.weight_orig', 'final_conv.0.weight'),
+        (r'final_linear\.([01])\.linear\.weight_orig', r'final_linear.\1.weight'),
+    ),
+}
+# fixed buffers with no counterpart in our networks: FIR kernels (ours are rebuilt from
+# ``resample_kernel``) and the discriminator's adaptive-augmentation state (StyleGAN2-ADA)
+MMAGIC_DROPPED = {
+    'generator': re.compile(r'convs\.\d+\.conv\.blur\.kernel|to_rgbs\.\d+\.upsample\.kernel'),
+    'discriminator': re.compile(r'convs\.\d+\.(conv2|skip)\.0\.kernel|ada_aug\..+'),
+}
+# tensors kept beside the network: the mean latent an MMagic generator may track (w_avg)
+MMAGIC_EXTRAS = {'generator': {'w_avg': 'latent_avg'}, 'discriminator': {}}
+
+
+def rename(key, rules):
+    """``key`` renamed by the first rule whose pattern matches all of it (else unchanged)."""
+    for pattern, replacement in rules:
+        match = re.fullmatch(pattern, key)
+        if match:
+            return match.expand(replacement)
+    return key
+
+
+def renamed_state(state, rules, dropped_keys=None, extras=None):
+    """Rename every key of ``state`` by ``rules``; keys matching ``dropped_keys`` are left out and
+    keys named in ``extras`` ({source key: extra name}) are set aside."""
+    out, renamed, dropped, kept = {}, [], [], {}
+    extras = extras or {}
+    for key, value in state.items():
+        if dropped_keys is not None and dropped_keys.fullmatch(key):
+            dropped.append(key)
+        elif key in extras:
+            kept[extras[key]] = value
+        else:
+            new = rename(key, rules)
+            out[new] = value
+            if new != key:
+                renamed.append((key, new))
+    return {'state': out, 'renamed': renamed, 'dropped': dropped, 'extras': kept}
+
+
+def from_rosinality(state, kind):
+    return renamed_state(state, ROSINALITY_RULES[kind], BLUR_KERNEL_KEY)
+
+
+def from_mmagic(state, kind):
+    return renamed_state(state, MMAGIC_RULES[kind], MMAGIC_DROPPED[kind], MMAGIC_EXTRAS[kind])
+
+
+def from_gfpgan_clean(state, lr_mlp):
+    """Rescale ``StyleGAN2GeneratorClean`` weights so our equalised layers compute its values.
+
+    Clean MLP layer ``lrelu(W z + b)`` = ours ``sqrt2 * lrelu(W' z * lr/sqrt(n) + b' * lr)`` with
+    ``W' = W sqrt(n) / (sqrt2 lr)``, ``b' = b / (sqrt2 lr)``; modulation ``W' = W sqrt(n)``; conv
+    ``W' = W sqrt(c_in k^2)``; clean StyleConv ``lrelu(sqrt2 conv + w n + b)`` = ours
+    ``sqrt2 * lrelu(conv + w' n + b')`` with ``w' = w / sqrt2``, ``b' = b / sqrt2``.
+    """
+    out, renamed, rescaled = {}, [], 0
+    sqrt2 = math.sqrt(2)
+    for key, value in state.items():
+        new = key
+        mlp = re.fullmatch(r'style_mlp\.(\d+)\.(weight|bias)', key)
+        style_conv = re.fullmatch(r'(style_conv1|style_convs\.\d+)\.(weight|bias)', key)
+        if mlp and int(mlp[1]) % 2:  # clean: Linear at 1, 3, 5, ... (LeakyReLU between)
+            new = f'style_mlp.{(int(mlp[1]) + 1) // 2}.{mlp[2]}'
+            gain = math.sqrt(value.shape[1]) / (sqrt2 * lr_mlp) if mlp[2] == 'weight' else 1 / (sqrt2 * lr_mlp)
+            value = value * gain
+        elif key.endswith('modulated_conv.weight') and value.ndim == 5:
+            value = value * math.sqrt(value.shape[2] * value.shape[3] * value.shape[4])
+        elif key.endswith('modulated_conv.modulation.weight') and value.ndim == 2:
+            value = value * math.sqrt(value.shape[1])
+        elif style_conv and style_conv[2] == 'bias':
+            new = f'{style_conv[1]}.activate.bias'
+            value = value.reshape(-1) / sqrt2
+        elif style_conv:  # noise strength
+            value = value / sqrt2
+        else:
+            out[key] = value
+            continue
+        out[new] = value
+        rescaled += 1
+        if new != key:
+            renamed.append((key, new))
+    return {'state': out, 'renamed': renamed, 'dropped': [], 'rescaled': rescaled}
+
+
+def to_gfpgan_clean(state, lr_mlp):
+    """The inverse of :func:`from_gfpgan_clean`: a BasicSR-layout generator as ``StyleGAN2GeneratorClean``
+    weights (what GFP-GAN's ``GFPGANv1Clean`` decoder loads). Every weight maps exactly; only the
+    resampling differs (the clean network upsamples bilinearly, ours with the [1, 3, 3, 1] FIR), so
+    the images agree at 4 px and approximately above."""
+    out = {}
+    sqrt2 = math.sqrt(2)
+    for key, value in state.items():
+        mlp = re.fullmatch(r'style_mlp\.(\d+)\.(weight|bias)', key)
+        style_conv = re.fullmatch(r'(style_conv1|style_convs\.\d+)\.(weight|activate\.bias)', key)
+        if mlp:
+            gain = sqrt2 * lr_mlp / math.sqrt(value.shape[1]) if mlp[2] == 'weight' else sqrt2 * lr_mlp
+            out[f'style_mlp.{2 * int(mlp[1]) - 1}.{mlp[2]}'] = value * gain
+        elif key.endswith('modulated_conv.weight') and value.ndim == 5:
+            out[key] = value / math.sqrt(value.shape[2] * value.shape[3] * value.shape[4])
+        elif key.endswith('modulated_conv.modulation.weight') and value.ndim == 2:
+            out[key] = value / math.sqrt(value.shape[1])
+        elif style_conv and style_conv[2] == 'activate.bias':
+            out[f'{style_conv[1]}.bias'] = value.reshape(1, -1, 1, 1) * sqrt2
+        elif style_conv:  # noise strength
+            out[key] = value * sqrt2
+        else:
+            out[key] = value
+    return out

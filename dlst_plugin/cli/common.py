@@ -1,0 +1,95 @@
+"""What every ``dlst-*`` command shares: ``--version``, the exit codes in ``--help``, old spellings of
+flags kept as silent aliases, and one wrapper turning the plugin's errors into exit codes.
+
+Flag names mean the same thing in every command: ``-i/--input`` what is read, ``-o/--output`` the
+output folder or file, ``--model`` a checkpoint, ``--overwrite`` replace existing outputs,
+``--weights-dir`` the folder of weight files, ``--device`` where networks run.
+"""
+import argparse
+import sys
+
+from dlst_plugin import __version__
+from dlst_plugin.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, DLSTError, Interrupted
+
+EXIT_CODES = """exit codes:
+  0    done
+  1    some inputs failed (each is named; the rest was done), or the inputs gave no output
+  2    usage or configuration error (flag, option file, checkpoint or weights file): nothing was done
+  130  interrupted (Ctrl-C): what was finished is kept, as the message says"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each help line (unless None, False or ''); description and epilog printed as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == '' \
+                or '%(default)' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version_text():
+    return f'dlst-plugin {__version__}'
+
+
+def add_common_arguments(parser):
+    """``--version`` (prints ``dlst-plugin X.Y.Z``); every command has it."""
+    parser.add_argument('--version', action='version', version=version_text(),
+                        help='print the dlst-plugin version and exit')
+    return parser
+
+
+def make_parser(prog, description, epilog=None, **kwargs):
+    """An ``ArgumentParser`` with ``--version`` and the exit codes (after ``epilog``) at the end of ``--help``."""
+    text = EXIT_CODES if not epilog else f'{epilog.rstrip()}\n\n{EXIT_CODES}'
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=text,
+                                     formatter_class=kwargs.pop('formatter_class', HelpFormatter), **kwargs)
+    return add_common_arguments(parser)
+
+
+def add_positional_alias(parser, dest, metavar, flag, required=True):
+    """An old positional spelling (``dlst-make-lmdb SRC DST``) of the flag whose ``dest`` is given.
+
+    The positional is optional; :func:`parse_args` copies it into ``dest`` and checks that the value
+    was given once, by one spelling."""
+    parser.add_argument(f'_{dest}_positional', nargs='?', metavar=metavar, default=None,
+                        help=f'old spelling of {flag} (still accepted)')
+    parser.__dict__.setdefault('dlst_aliases', []).append((dest, metavar, flag, required))
+
+
+def parse_args(parser, argv=None):
+    """``parser.parse_args`` plus the positional aliases of :func:`add_positional_alias` (exit 2 on misuse)."""
+    args = parser.parse_args(argv)
+    for dest, metavar, flag, required in getattr(parser, 'dlst_aliases', []):
+        old = vars(args).pop(f'_{dest}_positional')
+        if old is not None and getattr(args, dest) is not None:
+            parser.error(f'{flag} and the positional {metavar} name the same thing: give one of them')
+        if old is not None:
+            setattr(args, dest, old)
+        if required and getattr(args, dest) is None:
+            parser.error(f'the following arguments are required: {flag}')
+    return args
+
+
+def run_command(parser, run, argv=None, interrupted='outputs finished before the interruption are kept'):
+    """Parse ``argv`` and call ``run(args)``; return the exit code.
+
+    :class:`~dlst_plugin.errors.DLSTError` -> ``error: message`` on stderr and its exit code; an
+    ``OSError`` (disk full, permissions) -> ``error: ...`` and 1; Ctrl-C -> ``interrupted: ...`` and 130
+    (``interrupted`` says what was kept, unless the command raised :class:`Interrupted` saying it)."""
+    args = parse_args(parser, argv)
+    try:
+        code = run(args)
+    except Interrupted as err:
+        print(f'\ninterrupted: {err}', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f'\ninterrupted: {interrupted}', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DLSTError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK if code is None else code

@@ -1,0 +1,220 @@
+"""The demo's StyleGAN2 face prior, made in about a minute of CPU.
+
+A StyleGAN2 learns faces adversarially from scratch in GPU-days; a tiny one on a CPU draws colour blobs
+for thousands of iterations. So the demo starts its prior with a quick, non-adversarial **fit** of a
+``PureStyleGAN2Generator`` to its HQ faces (``fit``), and BasicSR's own ``StyleGAN2Model`` then trains
+it on the HQ faces as ``options/train_stylegan2_prior.yml`` does at full scale (the demo's
+``assets/demo_prior.yml``), which also trains the discriminator the degrader and the restorer start from.
+
+The fit, with one target face per source photo (K targets):
+
+1. a code w_k per target and the synthesis network learn to draw, for a random z, the blend
+   ``sum_k a_k(z) face_k`` from the style ``sum_k a_k(z) w_k``, where ``a(z) = softmax(beta <z/|z|, d_k>)``
+   for K fixed random directions d_k (a large beta: nearly always one face, blends at the borders);
+2. the mapping network learns ``z -> sum_k a_k(z) w_k``, so random z (what the degrader draws) land
+   where the synthesis network was trained.
+
+``sample`` draws faces from a checkpoint's ``params_ema`` (what the degrader and the restorer load) and
+reports how many of them OpenCV's YuNet face detector finds (each upscaled to 256 px).
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DETECT_SIDE = 256  # samples are upscaled (bicubic) to this side before detection
+MAPPING_STEPS, MAPPING_BATCH = 1500, 256
+
+
+def generator_options(option_file):
+    """``network_g`` of a demo prior option file, without its ``type``."""
+    import yaml
+    net = dict(yaml.safe_load(Path(option_file).read_text())['network_g'])
+    net.pop('type', None)
+    return net
+
+
+def build_generator(option_file):
+    from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
+    return PureStyleGAN2Generator(**generator_options(option_file))
+
+
+def identity_of(path):
+    """``astronaut_03_000.png`` (source photo ``astronaut``, variant 03, face 000) -> ``astronaut``."""
+    parts = Path(path).stem.rsplit('_', 2)
+    return parts[0] if len(parts) == 3 else Path(path).stem
+
+
+def target_faces(folder, size):
+    """One face per source photo (its first variant), as a (K, 3, size, size) tensor in [-1, 1] (RGB)."""
+    import torch
+
+    from dlst_plugin.image_files import list_images
+    chosen = {}
+    for _, path in list_images(folder):
+        chosen.setdefault(identity_of(path), path)
+    if not chosen:
+        raise SystemExit(f'error: no face images in {folder}')
+    faces = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_AREA)
+             for p in chosen.values()]
+    array = np.stack([f[:, :, ::-1] for f in faces]).astype(np.float32) / 127.5 - 1
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), sorted(chosen)
+
+
+def blend_weights(z, directions, beta):
+    import torch.nn.functional as F
+    return F.softmax(beta * F.normalize(z, dim=1) @ directions.T, dim=1)
+
+
+def fit_synthesis(g, faces, directions, steps, beta, lr, batch, log):
+    """Step 1: codes w_k and the synthesis network draw the blends of the target faces."""
+    import torch
+    with torch.no_grad():
+        codes = g.mapping(directions * math.sqrt(g.num_style_feat)).clone()
+    codes.requires_grad_(True)
+    params = [p for n, p in g.named_parameters() if not n.startswith('style_mlp.')] + [codes]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(1, steps + 1):
+        a = blend_weights(torch.randn(batch, g.num_style_feat), directions, beta)
+        out = g.synthesis((a @ codes)[:, None].expand(-1, g.num_latent, -1))
+        loss = (out - torch.einsum('bk,kchw->bchw', a, faces)).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps:
+            log(f'synthesis step {step}/{steps}: L1 {loss.item():.4f}')
+    return codes.detach()
+
+
+def fit_mapping(g, codes, directions, beta, lr, log):
+    """Step 2: the mapping network sends random z to the blended codes the synthesis network knows."""
+    import torch
+    opt = torch.optim.Adam(g.style_mlp.parameters(), lr=lr, betas=(0.9, 0.99))
+    for step in range(1, MAPPING_STEPS + 1):
+        z = torch.randn(MAPPING_BATCH, g.num_style_feat)
+        loss = (g.mapping(z) - blend_weights(z, directions, beta) @ codes).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 500 == 0:
+            log(f'mapping step {step}/{MAPPING_STEPS}: MSE {loss.item():.5f} (codes variance '
+                f'{codes.var(0).mean().item():.4f})')
+
+
+def fit(args):
+    import torch
+    torch.manual_seed(args.seed)
+    g = build_generator(args.opt).train()
+    faces, names = target_faces(args.faces, g.out_size)
+    directions = torch.nn.functional.normalize(torch.randn(len(faces), g.num_style_feat), dim=1)
+    t0 = time.time()
+
+    def log(msg):
+        print(f'[{time.time() - t0:6.1f} s] {msg}', flush=True)
+    log(f'fitting a {g.out_size} px generator to {len(faces)} faces ({", ".join(names)})')
+    codes = fit_synthesis(g, faces, directions, args.steps, args.beta, args.lr, args.batch, log)
+    # the mapping's weights are scaled by lr_mlp (0.01) in the forward pass: Adam needs a 1/lr_mlp larger step
+    fit_mapping(g, codes, directions, args.beta, args.lr / g.style_mlp[1].lr_mul, log)
+    state = g.state_dict()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'params': state, 'params_ema': state}, args.out)
+    log(f'saved {args.out} (params, params_ema)')
+
+
+def draw_samples(checkpoint, option_file, count, seed):
+    """``count`` faces (BGR uint8) from the checkpoint's ``params_ema`` (else ``params``), fixed seed;
+    ``checkpoint=None``: from a randomly initialised generator (what the demo had before it had a prior)."""
+    import torch
+
+    from dlst_plugin.checkpoints import load_into
+    torch.manual_seed(seed)
+    g = build_generator(option_file).eval()
+    if checkpoint is not None:
+        load_into(g, checkpoint, kind='generator')
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        img, _ = g([torch.randn(count, g.num_style_feat, generator=gen)],
+                   noise=[torch.randn(count, *n.shape[1:], generator=gen) for n in g.fixed_noise()])
+    img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [np.ascontiguousarray(im[:, :, ::-1]) for im in img]
+
+
+def detection_scores(images, side=DETECT_SIDE):
+    """YuNet's best face score per image (0 when it finds none), each image upscaled to ``side``."""
+    from dlst_plugin.faces.detection import detect_faces
+    scores = []
+    for im in images:
+        faces = detect_faces(cv2.resize(im, (side, side), interpolation=cv2.INTER_CUBIC))
+        scores.append(round(faces[0].score, 3) if faces else 0.0)
+    return scores
+
+
+def reference_faces(folder, size, limit):
+    """Up to ``limit`` real faces of ``folder``, resized to the generator's size (the samples' size)."""
+    from dlst_plugin.image_files import list_images
+    paths = [p for _, p in list_images(folder)][:limit]
+    return [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_AREA)
+            for p in paths]
+
+
+def found(scores):
+    return {'faces_found': sum(s > 0 for s in scores), 'images': len(scores)}
+
+
+def sample(args):
+    images = draw_samples(args.checkpoint, args.opt, args.count, args.seed)
+    scores = detection_scores(images)
+    comparison = {'random_generator': found(detection_scores(draw_samples(None, args.opt, args.count, args.seed)))}
+    if args.reference:
+        comparison['real_faces'] = found(detection_scores(reference_faces(args.reference, images[0].shape[0],
+                                                                          args.count)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        cv2.imwrite(str(out / f'sample_{i:03d}.png'), im)
+    hits = sum(s > 0 for s in scores)
+    summary = {'checkpoint': str(args.checkpoint), 'samples': len(images), 'faces_found': hits,
+               'rate': hits / len(images), 'detector': 'yunet (default score threshold)',
+               'upscaled_to': DETECT_SIDE, 'scores': scores, 'seed': args.seed, 'comparison': comparison}
+    (out / 'detection.json').write_text(json.dumps(summary, indent=1))
+    print(f'YuNet found a face in {hits} of {len(images)} samples ({100 * hits / len(images):.0f} %); '
+          + '; '.join(f'{k}: {v["faces_found"]} of {v["images"]}' for k, v in comparison.items()))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='python -m dlst_plugin.cli.demo_prior', description=__doc__.split('\n')[0])
+    sub = p.add_subparsers(dest='command', required=True)
+    f = sub.add_parser('fit', help='fit a generator to one face per source photo; write net_g-style .pth')
+    f.add_argument('faces', help='folder of aligned faces named <photo>_<variant>_<face>.png')
+    f.add_argument('opt', help='option file whose network_g is the generator (the demo prior option file)')
+    f.add_argument('out', help='checkpoint to write (params and params_ema)')
+    f.add_argument('--steps', type=int, default=500, help='synthesis steps (default: %(default)s)')
+    f.add_argument('--beta', type=float, default=32.0, help='sharpness of the blend weights (default: %(default)s)')
+    f.add_argument('--lr', type=float, default=0.01, help='Adam learning rate (default: %(default)s)')
+    f.add_argument('--batch', type=int, default=8, help='blends per step (default: %(default)s)')
+    f.add_argument('--seed', type=int, default=0)
+    s = sub.add_parser('sample', help='draw faces from a checkpoint and count those YuNet finds')
+    s.add_argument('checkpoint')
+    s.add_argument('opt', help='option file whose network_g built the checkpoint')
+    s.add_argument('out', help='folder for sample_*.png and detection.json')
+    s.add_argument('-n', '--count', type=int, default=32)
+    s.add_argument('--seed', type=int, default=2023)
+    s.add_argument('--reference', help='folder of real faces to detect the same way, for comparison')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    {'fit': fit, 'sample': sample}[args.command](args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

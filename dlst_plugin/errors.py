@@ -1,0 +1,40 @@
+"""The plugin's one error hierarchy, and what each kind means for a command's exit code.
+
+Every command exits 0 when it did its job, 1 when some inputs failed (each is named, the rest was
+done) or the inputs gave no output, 2 for a usage or configuration error (nothing was done), 130
+when interrupted. Library code raises these; commands catch :class:`DLSTError` once
+(:func:`dlst_plugin.cli.common.run_command`) and print ``error: <message>`` without a traceback.
+"""
+
+EXIT_OK = 0
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class DLSTError(Exception):
+    """Base of every error the plugin raises on purpose; the message says what to do."""
+    exit_code = EXIT_INPUT
+
+
+class ConfigError(DLSTError, ValueError):
+    """A bad option, flag, option-file entry, checkpoint or weights file: nothing was done (exit code 2)."""
+    exit_code = EXIT_USAGE
+
+
+class InputError(DLSTError):
+    """An input (image, checkpoint, dataset) that cannot be used; the message names it (exit code 1)."""
+    exit_code = EXIT_INPUT
+
+
+class MissingPackageError(ConfigError, ImportError):
+    """An optional package a chosen feature needs is not installed; the message names the extra."""
+
+
+class MissingFileError(ConfigError, FileNotFoundError):
+    """A file the configuration names (weights, option file, checkpoint) is not there."""
+
+
+class Interrupted(DLSTError):
+    """Ctrl-C during a command; the message says what was kept (exit code 130)."""
+    exit_code = EXIT_INTERRUPTED

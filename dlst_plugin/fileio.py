@@ -1,0 +1,69 @@
+"""Writes that a kill cannot cut in half: write to a temporary file beside the target, flush it to
+disk, then rename it over the target (``os.replace`` is atomic on POSIX and Windows). A reader sees
+the old file or the new one, never a truncated one; an interrupted write leaves at most a
+``*.tmp-<pid>`` file, which the next write of the same target removes.
+
+Every file the plugin's commands and datasets write goes through here (images, CSV and JSON
+records, option files, checkpoints, exported models)."""
+import contextlib
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path to write; on success it replaces ``path`` (fsynced), on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def atomic_write_text(path, text, encoding='utf-8'):
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` through a temporary file: a kill during the save leaves the previous file intact."""
+    import torch
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_write_csv(path, header, rows):
+    """A whole CSV file (``header`` then ``rows``, lists or dicts keyed by ``header``), atomically."""
+    import csv
+    import io
+    buf = io.StringIO(newline='')
+    if rows and isinstance(rows[0], dict):
+        writer = csv.DictWriter(buf, header)
+        writer.writeheader()
+    else:
+        writer = csv.writer(buf)
+        writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def check_writable(path, what='output', files=()):
+    """Raise :class:`~dlst_plugin.errors.ConfigError` when the existing folder ``path`` (or one of the
+    ``files`` in it) cannot be written (read-only permissions or file system), naming it; what does not
+    exist yet passes."""
+    from dlst_plugin.errors import ConfigError
+    path = Path(path)
+    for target in [path] + [path / name for name in files]:
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ConfigError(f'{what} {path} is read-only ({target} cannot be written): make it writable '
+                              f'(chmod -R u+w {path}) or choose another {what}')

@@ -1,0 +1,165 @@
+"""Training checkpoints that a kill cannot corrupt, and ``--auto_resume`` from the newest complete one.
+
+Saving (``compat.patch_save_network`` / ``patch_save_training_state``): every ``models/net_*_N.pth`` and
+``training_states/N.state`` is written through :func:`dlst_plugin.fileio.atomic_torch_save`, so a reader
+sees the previous file or the new one, never a truncated one. A save that still fails after
+:data:`RETRIES` tries stops training with :class:`CheckpointSaveError` (BasicSR logged "Just ignore it"
+and trained on without a checkpoint). The networks of iteration N are saved before ``N.state``.
+
+Resuming (:func:`load_resume_state`, BasicSR's ``train.load_resume_state``): ``--auto_resume`` takes the
+newest ``N.state`` that is *complete*: the state reads (``weights_only=True``) and the network files of
+its iteration that BasicSR's ``check_resume`` will load (``net_<x>_N.pth`` for every ``network_<x>`` of
+the options, less ``path.ignore_resume_networks``) exist and read as checkpoints. Each state passed over
+is reported (stderr at once, the log file once BasicSR's logger exists) and left on disk. An explicit
+``path.resume_state`` must be complete, or the run stops with the reason.
+"""
+import collections
+import os
+import os.path as osp
+import re
+import sys
+import time
+
+from dlst_plugin.errors import DLSTError, InputError
+
+RETRIES = 3
+RETRY_DELAY_S = 1.0
+STATE_NAME = re.compile(r'(\d+)\.state')
+STATE_KEYS = ('iter', 'epoch', 'optimizers', 'schedulers')
+_PENDING_LOG = []  # (level, message) for the log file, written by flush_log once the logger exists
+
+
+class CheckpointSaveError(DLSTError, OSError):
+    """A checkpoint that could not be written: training stops rather than going on without it."""
+    exit_code = 1
+
+
+def save_with_retries(obj, path, what, log_warning):
+    """``atomic_torch_save(obj, path)``, tried :data:`RETRIES` times; then :class:`CheckpointSaveError`."""
+    from dlst_plugin.fileio import atomic_torch_save
+    for attempt in range(1, RETRIES + 1):
+        try:
+            atomic_torch_save(obj, path)
+            return
+        except Exception as err:  # disk full, permissions, a network file system hiccup
+            reason = f'{type(err).__name__}: {err}'
+            if attempt < RETRIES:
+                log_warning(f'Saving the {what} {path} failed ({reason}); {RETRIES - attempt} more tries.')
+                time.sleep(RETRY_DELAY_S)
+    raise CheckpointSaveError(f'could not save the {what} {path} after {RETRIES} tries ({reason}); training '
+                              'stopped so that no checkpoint goes missing unnoticed. Free disk space or fix the '
+                              'folder\'s permissions, then continue with --auto_resume (it resumes from the newest '
+                              'complete checkpoint).')
+
+
+def network_state(model, nets, param_keys):
+    """BasicSR's ``save_network`` dict: ``{param_key: state dict on the CPU, without 'module.'}``."""
+    nets = nets if isinstance(nets, list) else [nets]
+    param_keys = param_keys if isinstance(param_keys, list) else [param_keys]
+    if len(nets) != len(param_keys):
+        raise ValueError('save_network: as many param_key entries as networks are needed')
+    saved = {}
+    for net, key in zip(nets, param_keys):
+        state = model.get_bare_model(net).state_dict()
+        saved[key] = {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+    return saved
+
+
+def read_training_state(path):
+    """A BasicSR ``.state`` file onto the current device (the GPU when CUDA is usable), without unpickling code."""
+    import torch
+    usable = torch.cuda.is_available() and torch.cuda.device_count() > 0
+    location = f'cuda:{torch.cuda.current_device()}' if usable else 'cpu'
+    with torch.serialization.safe_globals([collections.Counter]):
+        return torch.load(path, map_location=location, weights_only=True)
+
+
+def _reason(err):
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= 160 else line[:157] + '...'
+
+
+def resumed_network_files(opt, resume_iter):
+    """``{network_<x>: models/net_<x>_<iter>.pth}``: what BasicSR's ``check_resume`` points the run at."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    return {key: osp.join(opt['path']['models'], f'net_{key[len("network_"):]}_{resume_iter}.pth')
+            for key in opt if key.startswith('network_') and key not in ignored}
+
+
+def state_problems(opt, path):
+    """``(state, [])`` when ``path`` and the networks of its iteration are complete, else ``(None, [why])``."""
+    from dlst_plugin.checkpoints import read_checkpoint
+    try:
+        state = read_training_state(path)
+    except Exception as err:  # truncated (EOFError/RuntimeError), not a zip, unpickling refused, ...
+        return None, [f'{path} is truncated or unreadable ({_reason(err)})']
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        return None, [f'{path} is not a BasicSR training state (no {", ".join(STATE_KEYS)})']
+    problems = []
+    for key, net_path in resumed_network_files(opt, state['iter']).items():
+        if not osp.isfile(net_path):
+            problems.append(f'{net_path} ({key} of iteration {state["iter"]}) is missing')
+            continue
+        try:
+            read_checkpoint(net_path)
+        except Exception as err:
+            problems.append(f'{net_path} ({key}) is truncated or unreadable ({_reason(err)})')
+    return (None, problems) if problems else (state, [])
+
+
+def newest_complete_state(opt):
+    """``(path, state, [reports of the newer states passed over])``; path None when no state is complete."""
+    folder = opt['path']['training_states']
+    names = os.listdir(folder) if osp.isdir(folder) else []
+    found = sorted((int(m[1]), name) for name in names if (m := STATE_NAME.fullmatch(name)))
+    skipped = []
+    for _, name in reversed(found):
+        path = osp.join(folder, name)
+        state, problems = state_problems(opt, path)
+        if state is not None:
+            return path, state, skipped
+        skipped.append(f'--auto_resume: {name} skipped and left on disk: {"; ".join(problems)}')
+    return None, None, skipped
+
+
+def report(opt, message, level='warning'):
+    """Tell the user now (stderr, rank 0) and in the log file once BasicSR's logger has been set up
+    (calling ``get_root_logger`` earlier would keep BasicSR from ever adding the log file)."""
+    if opt.get('rank', 0) == 0:
+        print(f'{level}: {message}', file=sys.stderr, flush=True)
+    _PENDING_LOG.append((level, message))
+
+
+def flush_log():
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    while _PENDING_LOG:
+        level, message = _PENDING_LOG.pop(0)
+        getattr(logger, level)(message)
+
+
+def load_resume_state(opt):
+    """BasicSR's ``train.load_resume_state`` with the policy of the module docstring."""
+    from basicsr.utils import check_resume
+    if opt['auto_resume']:
+        path, state, skipped = newest_complete_state(opt)
+        for message in skipped:
+            report(opt, message)
+        if path is None:
+            if skipped:
+                raise InputError(f'--auto_resume: no complete training state in {opt["path"]["training_states"]} '
+                                 f'({len(skipped)} skipped, see above; nothing was deleted). Restore the files, or '
+                                 'start over without --auto_resume (BasicSR renames the old experiment folder).')
+            return None
+        if skipped:
+            report(opt, f'--auto_resume: resuming from {path} (iteration {state["iter"]})')
+        opt['path']['resume_state'] = path
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+        state, problems = state_problems(opt, path)
+        if state is None:
+            raise InputError(f'path.resume_state: cannot resume from {path}: {"; ".join(problems)}')
+    else:
+        return None
+    check_resume(opt, state['iter'])
+    return state

@@ -1,0 +1,204 @@
+"""The core's scale features: mixed precision (bf16, fp16 with scalers and R1), gradient checkpointing,
+accumulation, the non-finite guard and clipping, channels-last, compile, fixed validation inputs."""
+import copy
+import socket
+
+import pytest
+import torch
+import yaml
+from helpers import REPO, face_crops, fill_option_paths, run
+from restorer_configs import TINY_D, tiny_network
+
+import dlst_plugin  # noqa: F401
+from dlst_plugin.errors import ConfigError
+from dlst_plugin.models.face_restoration_model import FaceRestorationModel
+from dlst_plugin.models.step_control import TrainingDivergedError
+
+ST_TINY = REPO / 'tests' / 'options' / 'train_st_tiny.yml'
+DL_TINY = REPO / 'tests' / 'options' / 'train_dl_tiny.yml'
+
+
+def options(path, tmp_path, **train):
+    opt = yaml.safe_load(path.read_text())
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'] = {'models': str(tmp_path / 'models'), 'training_states': str(tmp_path / 'states'),
+                   'visualization': str(tmp_path / 'vis')}
+    for folder in ('models', 'states'):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    opt['train'].update(copy.deepcopy(train))
+    return opt
+
+
+def batch(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+
+
+def build(opt):
+    from basicsr.models import build_model
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+@pytest.mark.parametrize('which', ['st', 'dl'])
+def test_mixed_precision_steps_are_finite_and_checkpoints_stay_float32(tmp_path, which, dtype):
+    opt = options(ST_TINY if which == 'st' else DL_TINY, tmp_path, use_amp=True, amp_dtype=dtype,
+                  **({'net_d_reg_every': 1} if which == 'dl' else {'ema_decay': 0.9}))
+    model = build(opt)
+    assert (model.step_control.scalers['g'] is not None) == (dtype == 'float16')
+    for it in range(1, 5):
+        model.feed_data(batch(seed=it))
+        model.optimize_parameters(it)
+    # the last step is finite (float16: the first ones may be the scaler's calibration, skipped, not counted)
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values()), model.log_dict
+    if which == 'dl':
+        assert 'l_d_r1' in model.log_dict  # R1 through autograd.grad under autocast (and the fp16 scaler)
+    model.save(0, 4)
+    saved = torch.load(tmp_path / 'models' / 'net_g_4.pth', map_location='cpu', weights_only=True)
+    assert {v.dtype for key in ('params', 'params_ema') if key in saved for v in saved[key].values()
+            if v.is_floating_point()} == {torch.float32}
+    assert model.log_dict['nonfinite_steps'] == 0
+
+
+def test_gradient_checkpointing_gives_the_plain_gradients():
+    from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
+    from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    for cls, kwargs in ((SkipTransformer, {k: v for k, v in tiny_network('st').items() if k != 'type'}),
+                        (GLEANStyleGAN2, {k: v for k, v in tiny_network('glean').items() if k != 'type'})):
+        grads = []
+        for use_checkpoint in (False, True):
+            torch.manual_seed(0)
+            net = cls(**kwargs, use_checkpoint=use_checkpoint)
+            torch.manual_seed(1)  # same training-mode noise in both runs
+            net(x).square().mean().backward()
+            grads.append({n: p.grad for n, p in net.named_parameters() if p.requires_grad})
+        assert grads[0].keys() == grads[1].keys()
+        for name in grads[0]:
+            torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _accumulation_model(tmp_path, accum):
+    opt = options(ST_TINY, tmp_path, accum_iter=accum, ema_decay=0.5,
+                  optim_g={'type': 'SGD', 'lr': 0.1}, optim_d={'type': 'SGD', 'lr': 0.1})
+    opt['train'].pop('scheduler')
+    opt['network_g']['fix_decoder'] = True  # no noise strength to train: the decoder's random noise stays out
+    opt['network_d']['stddev_group'] = 1  # minibatch-stddev groups are per micro-batch (documented)
+    return build(opt)
+
+
+def test_two_accumulated_batches_of_4_update_like_one_batch_of_8(tmp_path):
+    data = batch(n=8, seed=3)
+    one = _accumulation_model(tmp_path / 'one', 1)
+    one.feed_data(data)
+    one.optimize_parameters(1)
+    two = _accumulation_model(tmp_path / 'two', 2)
+    for it, part in ((1, slice(0, 4)), (2, slice(4, 8))):
+        two.feed_data({k: v[part] for k, v in data.items()})
+        two.optimize_parameters(it)
+        if it == 1:  # no step yet: weights and EMA untouched
+            assert all(torch.equal(a, b) for a, b in zip(two.bare_g.parameters(), _accumulation_model(
+                tmp_path / 'fresh', 2).bare_g.parameters()))
+    for net in ('bare_g', 'bare_d', 'net_g_ema'):
+        for (name, a), b in zip(getattr(one, net).named_parameters(), getattr(two, net).parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=f'{net}.{name}')
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
+    model = build(options(ST_TINY, tmp_path, max_nonfinite_steps=3, grad_clip=1.0))
+    before = [p.clone() for p in model.bare_g.parameters()]
+    bad = batch()
+    bad['lq'][0, 0, 0, 0] = float('nan')
+    for it in (1, 2):
+        model.feed_data(bad)
+        model.optimize_parameters(it)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.bare_g.parameters()))
+    assert model.log_dict['nonfinite_steps'] >= 2
+    model.feed_data(batch())
+    model.optimize_parameters(3)  # a good step resets the count in a row
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.bare_g.parameters()))
+    with pytest.raises(TrainingDivergedError, match='in a row'):
+        for it in range(4, 8):
+            model.feed_data(bad)
+            model.optimize_parameters(it)
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_each_network(tmp_path):
+    model = build(options(ST_TINY, tmp_path, grad_clip=1e-3))
+    norms = {}
+    for name, optimizer in (('g', model.optimizer_g), ('d', model.optimizer_d)):
+        step = optimizer.step
+
+        def recording(*args, _name=name, _opt=optimizer, _step=step, **kwargs):
+            grads = [p.grad for group in _opt.param_groups for p in group['params'] if p.grad is not None]
+            norms[_name] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+            return _step(*args, **kwargs)
+        optimizer.step = recording
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert norms['g'] <= 1e-3 * 1.001 and norms['d'] <= 1e-3 * 1.001
+
+
+def test_channels_last_puts_networks_and_inputs_in_channels_last(tmp_path):
+    model = build(options(ST_TINY, tmp_path, channels_last=True))
+    conv = model.bare_d.conv_body[1].conv1[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    model.feed_data(batch())
+    assert model.lq.is_contiguous(memory_format=torch.channels_last)
+    model.optimize_parameters(1)
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
+
+
+def test_channels_last_with_an_arch_that_cannot_is_a_clear_error(tmp_path):
+    opt = options(ST_TINY, tmp_path, channels_last=True)
+    opt.update(model_type='FaceRestorationModel', network_g=tiny_network('gfpgan'), network_d=dict(TINY_D))
+    opt['train']['optim_g'].pop('decoder_lr')
+    with pytest.raises(ConfigError, match=r'train\.channels_last: network_g \(GFPGANv1Clean\)'):
+        FaceRestorationModel(opt)
+
+
+def test_compile_option_trains_and_saves_plain_keys(tmp_path):
+    model = build(options(ST_TINY, tmp_path, compile=True, compile_backend='eager'))
+    assert type(model.net_g).__name__ == 'OptimizedModule'
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    saved = torch.load(tmp_path / 'models' / 'net_g_1.pth', map_location='cpu', weights_only=True)['params']
+    assert not any(k.startswith('_orig_mod.') for k in saved)
+
+
+def test_validation_inputs_are_the_same_at_every_validation(faces_dir):
+    from dlst_plugin.data.degraded_face_dataset import DegradedFaceDataset
+    block = {'dataroot_gt': str(faces_dir), 'io_backend': {'type': 'disk'}, 'out_size': 32, 'seed': 0}
+    val = DegradedFaceDataset(dict(block, phase='val'))
+    assert torch.equal(val[0]['lq'], val[0]['lq']) and torch.equal(val[3]['lq'], val[3]['lq'])
+    train = DegradedFaceDataset(dict(block, phase='train'))
+    assert not torch.equal(train[0]['lq'], train[0]['lq'])  # training draws anew
+
+
+def test_minibatch_stddev_with_an_indivisible_batch_uses_the_largest_dividing_group(caplog):
+    from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator, stddev_group_size
+    assert [stddev_group_size(b, 4) for b in (8, 4, 2, 6, 5)] == [4, 4, 2, 3, 1]
+    d = PureStyleGAN2Discriminator(16, narrow=1 / 32)
+    x = torch.randn(6, 3, 16, 16)
+    with caplog.at_level('WARNING'):
+        out = d(x)
+    assert out.shape == (6, 1) and 'groups of 3' in caplog.text
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_has_no_grad_stride_warning(tmp_path):
+    face_crops(tmp_path / 'faces', size=32, count=8)
+    opt = fill_option_paths(ST_TINY, tmp_path / 'st.yml', tmp_path / 'faces', {'train:total_iter': 2})
+    proc = run(['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+                '-m', 'dlst_plugin.train', '-opt', opt, '--launcher', 'pytorch'], cwd=tmp_path)
+    assert 'End of training' in proc.stdout + proc.stderr
+    assert 'Grad strides do not match bucket view strides' not in proc.stdout + proc.stderr
