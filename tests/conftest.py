@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import face_crops  # noqa: E402
+
+# pytest-xdist (pyproject: -n 2): the workers share the cores, so each takes its share of torch threads
+# instead of all of them (two workers x all threads on 2 cores made multi-threaded tests 5x slower)
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT'])))
 
 
 @pytest.fixture

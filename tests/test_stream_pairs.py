@@ -141,8 +141,13 @@ def test_basicsr_train_and_torchrun_train_st_on_streamed_pairs_and_resume(tmp_pa
 
 
 def _train(model, source, faces, iters, generator):
-    """``iters`` steps on batches of 4 loader faces (a fixed, simple degradation) + 4 pairs from ``source``."""
+    """``iters`` steps on batches of 4 loader faces (a fixed, simple degradation) + 4 pairs from ``source``;
+    the learning rates fall linearly to 0 over the second half (the end point is not one noisy Adam step)."""
+    groups = [g for opt in model.optimizers for g in opt.param_groups]
+    base = [g['lr'] for g in groups]
     for it in range(1, iters + 1):
+        for g, lr in zip(groups, base):
+            g['lr'] = lr * min(1.0, 2.0 * (1 - (it - 1) / iters))
         gt = faces[torch.randint(0, len(faces), (4, ), generator=generator)]
         lq, target = source(it)
         model.lq, model.gt = torch.cat([gt * 0.8, lq]), torch.cat([gt, target])
@@ -167,7 +172,7 @@ def _learning_model(tmp_path, degrader_ckpt):
 
 @pytest.mark.slow
 def test_streamed_pairs_train_as_well_as_pre_generated_ones(tmp_path, degrader_ckpt, one_thread):
-    """A small ST trained 200 iterations on streamed pairs halves its held-out L2 (pairs of other seeds) and
+    """A small ST trained 100 iterations on streamed pairs halves its held-out L2 (pairs of other seeds) and
     ends within 10% of the same run on a fixed set of 32 pre-generated (clean, degraded) pairs that get a
     fresh second-order degradation each time. (The random tiny degrader draws textures, not faces, which
     such a short run does not restore below the identity; the comparison is what the test is about.)"""
@@ -194,7 +199,7 @@ def test_streamed_pairs_train_as_well_as_pre_generated_ones(tmp_path, degrader_c
     for name, source in (('streamed', lambda it: s.pairs(4, it)), ('pre-generated', pre_generated)):
         model = _learning_model(tmp_path / name, degrader_ckpt)
         losses['untrained'] = held_out_l2(model)
-        _train(model, source, faces, 200, torch.Generator().manual_seed(0))
+        _train(model, source, faces, 100, torch.Generator().manual_seed(0))
         losses[name] = held_out_l2(model)
     assert losses['streamed'] < 0.5 * losses['untrained'], losses  # it learns (on pairs it never saw)
     assert losses['streamed'] <= 1.1 * losses['pre-generated'], losses  # as well as on pre-generated pairs

@@ -75,11 +75,16 @@ def tiny_grid(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_grid_trains_every_cell_and_evaluates_into_table1(tmp_path, tiny_grid):
-    """GFP-GAN-data cells through ``python -m basicsr.train``, DL-data cells through ``dlst-table1 train
-    --nproc 2`` (torchrun, two CPU processes: DDP for each arch), then ``dlst-table1 evaluate``."""
+    """GFP-GAN-data cells through ``python -m basicsr.train`` (ST) and the ``dlst-train`` console script
+    (GLEAN, GFP-GAN), DL-data cells through ``dlst-table1 train --nproc 2`` (torchrun, two CPU processes:
+    DDP for each arch), then ``dlst-table1 evaluate``."""
+    dlst_train = shutil.which('dlst-train')
+    assert dlst_train, 'dlst-train is not on PATH: install the package (scripts/install.sh)'
     for cell in table1.cells():
-        if cell.endswith('_gfpdeg'):
+        if cell == 'st_gfpdeg':
             run(['python', '-m', 'basicsr.train', '-opt', tiny_grid / f'{cell}.yml'], cwd=tmp_path)
+        elif cell.endswith('_gfpdeg'):
+            run([dlst_train, '-opt', tiny_grid / f'{cell}.yml'], cwd=tmp_path)
         else:
             run(['python', '-m', 'dlst_plugin.cli.table1', 'train', cell, '--options-dir', tiny_grid, '--nproc', '2',
                  '--master-port', _free_port()], cwd=tmp_path)
@@ -94,11 +99,3 @@ def test_tiny_grid_trains_every_cell_and_evaluates_into_table1(tmp_path, tiny_gr
         assert len(list((tmp_path / 'eval' / 'restored' / cell / 'restored_faces').glob('*.png'))) == 4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('arch', ['glean', 'gfpgan'])
-def test_dlst_train_console_script_trains_the_new_archs(tmp_path, tiny_grid, arch):
-    exe = shutil.which('dlst-train')
-    assert exe, 'dlst-train is not on PATH: install the package (scripts/install.sh)'
-    run([exe, '-opt', tiny_grid / f'{arch}_gfpdeg.yml'], cwd=tmp_path)
-    models = tmp_path / 'experiments' / f'table1_{arch}_gfpdeg' / 'models'
-    assert (models / 'net_g_latest.pth').is_file() and (models / 'net_d_latest.pth').is_file()

@@ -27,6 +27,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from dlst_plugin.archs.face_input import check_face_input
 from dlst_plugin.archs.skip_transformer_blocks import ResidualConvBlock, conv_act, run_block
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
@@ -167,11 +168,7 @@ class GLEANStyleGAN2(nn.Module):
         return groups
 
     def check_input(self, x):
-        expected = (3, self.in_size, self.in_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f'GLEANStyleGAN2(in_size={self.in_size}) expects images of shape (batch, 3, '
-                             f'{self.in_size}, {self.in_size}) in [-1, 1]; got {tuple(x.shape)}. Resize or '
-                             f'align faces to {self.in_size}x{self.in_size} first.')
+        check_face_input(x, self.in_size, f'GLEANStyleGAN2(in_size={self.in_size})')
 
     def forward(self, x):
         self.check_input(x)

@@ -11,6 +11,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from dlst_plugin.archs.face_input import check_face_input
 from dlst_plugin.archs.skip_transformer_blocks import (
     ATTENTION_MAX_RESOLUTION,
     ResidualConvBlock,
@@ -145,11 +146,7 @@ class SkipTransformer(nn.Module):
         return {'encoder': trainable(self.encoder), 'skip': trainable(self.skips), 'decoder': trainable(self.decoder)}
 
     def check_input(self, x):
-        expected = (3, self.out_size, self.out_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f'SkipTransformer(out_size={self.out_size}) expects images of shape (batch, 3, '
-                             f'{self.out_size}, {self.out_size}) in [-1, 1]; got {tuple(x.shape)}. Resize or '
-                             f'align faces to {self.out_size}x{self.out_size} first.')
+        check_face_input(x, self.out_size, f'SkipTransformer(out_size={self.out_size})')
 
     def forward(self, x):
         self.check_input(x)

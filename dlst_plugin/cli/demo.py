@@ -19,7 +19,6 @@ Stages (each one that finished is skipped on a rerun, so an interrupted demo con
 The demo's networks are tiny and trained for minutes on three photos: they show every stage working,
 not the paper's results. See README.md for the full-scale commands.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -27,7 +26,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.cli.demo_data import DemoError, fill_options, make_photos, photos_with_faces, training_updates
+from dlst_plugin.fileio import atomic_write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / 'assets'
 DEFAULT_PHOTOS = Path('datasets') / 'samples' / 'faces'
@@ -49,10 +50,10 @@ class Settings:
 SETTINGS = {'full': Settings(500, 0.01, 100, 100, 500, 64, 8), 'fast': Settings(300, 0.015, 10, 10, 10, 8, 3)}
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog='dlst-demo', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out', default='demo_out', help='output folder (default: %(default)s)')
+def build_parser():
+    p = make_parser('dlst-demo', __doc__)
+    p.add_argument('-o', '--output', '--out', dest='out', default='demo_out',
+                   help='output folder (default: %(default)s)')
     p.add_argument('--photos', default=None,
                    help=f'folder of photos with faces (default: {DEFAULT_PHOTOS} of the checkout)')
     p.add_argument('--fast', action='store_true', help='a few iterations only (a smoke test of every stage)')
@@ -68,7 +69,7 @@ def parse_args(argv):
                    help='CPU threads per stage (default: half the cores, at most 4: %(default)s); tiny '
                         'networks gain little from more, and lose a lot when other programs use the cores')
     p.add_argument('--restart', action='store_true', help='redo every stage, even those already done')
-    return p.parse_args(argv)
+    return p
 
 
 def settings_of(args):
@@ -254,7 +255,7 @@ def run_demo(args):
         print(f'[{i}/{len(STAGES)}] {stage} ...', end=' ', flush=True)
         marker.unlink(missing_ok=True)
         steps[stage]()
-        marker.write_text(f'{time.time() - t0:.1f} s\nload {load:.2f} on {os.cpu_count()} cores at the start\n')
+        atomic_write_text(marker, f'{time.time() - t0:.1f} s\nload {load:.2f} on {os.cpu_count()} cores at the start\n')
         print(f'{time.time() - t0:.1f} s', flush=True)
     print(f'done in {time.time() - total:.0f} s: open {done["report"]}')
     print('The demo networks are tiny and trained for minutes on three photos: they show the pipeline, '
@@ -263,20 +264,12 @@ def run_demo(args):
 
 def write_report(out):
     from dlst_plugin.cli.demo_report import build_report
-    (out / 'report.html').write_text(build_report(out), encoding='utf-8')
+    atomic_write_text(out / 'report.html', build_report(out))
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run_demo(args)
-    except DemoError as err:
-        print(f'\nerror: {err}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('\ninterrupted: rerun the same command to continue', file=sys.stderr)
-        return 130
-    return 0
+    return run_command(build_parser(), run_demo, argv,
+                       interrupted='the stages that finished are kept: rerun the same command to continue')
 
 
 if __name__ == '__main__':

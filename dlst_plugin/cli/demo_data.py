@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import yaml
 
+from dlst_plugin.errors import InputError
+from dlst_plugin.fileio import atomic_write_text
 from dlst_plugin.image_files import is_image_file
 
 # the in-the-wild photos: each face is made this wide (detector box, px), the size of real LQ faces in
@@ -17,8 +19,8 @@ HQ_SCALE = (0.8, 1.2)  # the HQ photos: mild rescaling only (aligned faces come 
 REGION_SCALE = 2.0  # face region scored by NIQE: a square 2x the detector box, about what the restorer pastes
 
 
-class DemoError(RuntimeError):
-    pass
+class DemoError(InputError):
+    """A demo stage that cannot go on; the message names the step, its log or the missing input (exit 1)."""
 
 
 def source_photos(folder):
@@ -102,7 +104,7 @@ def fill_options(template, dest, paths, updates):
     for dotted, value in updates.items():
         set_dotted(opt, dotted, value)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(opt, sort_keys=False))
+    atomic_write_text(dest, yaml.safe_dump(opt, sort_keys=False))
     return dest
 
 

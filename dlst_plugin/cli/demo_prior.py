@@ -17,7 +17,6 @@ The fit, with one target face per source photo (K targets):
 ``sample`` draws faces from a checkpoint's ``params_ema`` (what the degrader and the restorer load) and
 reports how many of them OpenCV's YuNet face detector finds (each upscaled to 256 px).
 """
-import argparse
 import json
 import math
 import sys
@@ -26,6 +25,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.errors import InputError
+from dlst_plugin.fileio import atomic_torch_save, atomic_write_text
 
 DETECT_SIDE = 256  # samples are upscaled (bicubic) to this side before detection
 MAPPING_STEPS, MAPPING_BATCH = 1500, 256
@@ -59,7 +62,7 @@ def target_faces(folder, size):
     for _, path in list_images(folder):
         chosen.setdefault(identity_of(path), path)
     if not chosen:
-        raise SystemExit(f'error: no face images in {folder}')
+        raise InputError(f'no face images in {folder}')
     faces = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_AREA)
              for p in chosen.values()]
     array = np.stack([f[:, :, ::-1] for f in faces]).astype(np.float32) / 127.5 - 1
@@ -124,7 +127,7 @@ def fit(args):
     fit_mapping(g, codes, directions, args.beta, args.lr / g.style_mlp[1].lr_mul, log)
     state = g.state_dict()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'params': state, 'params_ema': state}, args.out)
+    atomic_torch_save({'params': state, 'params_ema': state}, args.out)
     log(f'saved {args.out} (params, params_ema)')
 
 
@@ -183,13 +186,13 @@ def sample(args):
     summary = {'checkpoint': str(args.checkpoint), 'samples': len(images), 'faces_found': hits,
                'rate': hits / len(images), 'detector': 'yunet (default score threshold)',
                'upscaled_to': DETECT_SIDE, 'scores': scores, 'seed': args.seed, 'comparison': comparison}
-    (out / 'detection.json').write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / 'detection.json', json.dumps(summary, indent=1))
     print(f'YuNet found a face in {hits} of {len(images)} samples ({100 * hits / len(images):.0f} %); '
           + '; '.join(f'{k}: {v["faces_found"]} of {v["images"]}' for k, v in comparison.items()))
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog='python -m dlst_plugin.cli.demo_prior', description=__doc__.split('\n')[0])
+def build_parser():
+    p = make_parser('python -m dlst_plugin.cli.demo_prior', __doc__.split('\n')[0])
     sub = p.add_subparsers(dest='command', required=True)
     f = sub.add_parser('fit', help='fit a generator to one face per source photo; write net_g-style .pth')
     f.add_argument('faces', help='folder of aligned faces named <photo>_<variant>_<face>.png')
@@ -207,13 +210,11 @@ def parse_args(argv):
     s.add_argument('-n', '--count', type=int, default=32)
     s.add_argument('--seed', type=int, default=2023)
     s.add_argument('--reference', help='folder of real faces to detect the same way, for comparison')
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    {'fit': fit, 'sample': sample}[args.command](args)
-    return 0
+    return run_command(build_parser(), lambda args: {'fit': fit, 'sample': sample}[args.command](args), argv)
 
 
 if __name__ == '__main__':
