@@ -139,9 +139,9 @@ def run(size, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=int, nargs='+', default=[64, 128])
-    p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--iters', type=int, default=3)
+    p.add_argument('--size', type=int, nargs='+', default=[64, 128], help='face sizes in px (default: %(default)s)')
+    p.add_argument('--batch', type=int, default=8, help='training batch, half streamed (default: %(default)s)')
+    p.add_argument('--iters', type=int, default=3, help='timed iterations per row (default: %(default)s)')
     p.add_argument('--narrow', type=float, default=0.25, help='width factor of the networks (1: the paper\'s)')
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))

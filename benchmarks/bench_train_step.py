@@ -75,9 +75,10 @@ def cpu_has_native_bf16():
         return False
 
 
-def peak_rss_mb():
+def rss_mb(key='VmHWM'):
+    """The process's peak (``VmHWM``) or current (``VmRSS``) resident memory in MB (Linux)."""
     for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
+        if line.startswith(f'{key}:'):
             return int(line.split()[1]) / 1024
     return float('nan')
 
@@ -97,9 +98,9 @@ def worker(spec):
     model = build_model(opt)
     x = torch.rand(spec['batch'], 3, spec['size'], spec['size']) * 2 - 1
     model.feed_data({'lq': x} if spec['model'] == 'dl' else {'lq': x, 'gt': x})
+    base_mb = rss_mb('VmRSS')  # the built model; the warm-up's allocations count towards the peak
     model.optimize_parameters(1)  # warm-up (allocations, kernels)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    base_mb = peak_rss_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync()
@@ -108,7 +109,7 @@ def worker(spec):
         model.optimize_parameters(it)
     sync()
     seconds = (time.perf_counter() - t0) / spec['iters']
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb() - base_mb
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb() - base_mb
     with FlopCounterMode(display=False) as counter:
         model.optimize_parameters(99)
     return {'seconds': seconds, 'gflops': counter.get_total_flops() / 1e9, 'peak_mb': peak,
@@ -158,18 +159,24 @@ def estimate_512(args, device, fp32_only=False):
         what = f'{mode}, fp32: an upper bound of AMP' if fp32_only else f'{mode}, {args.amp_dtype}'
         print(f'estimate {model} ({what}) at 512 px, batch 8: {total_gb:.1f} GB '
               f'(per sample {per_sample:.0f} MB, weights+grads+Adam {fixed:.0f} MB; measured at {args.size} px)')
+        if fp32_only:  # autocast keeps the activations saved for backward in 16 bits: about half
+            print(f'  with AMP, if its 16-bit activations halve the per-sample figure: '
+                  f'{(fixed + 4 * per_sample) / 1024:.1f} GB (an estimate; a GPU run measures it)')
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=int, default=256)
-    p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--iters', type=int, default=2)
+    p.add_argument('--size', type=int, default=256, help='face size in px (default: %(default)s)')
+    p.add_argument('--batch', type=int, default=1, help='batch per step (default: %(default)s)')
+    p.add_argument('--iters', type=int, default=2,
+                   help='timed steps per row, after one warm-up step (default: %(default)s)')
     p.add_argument('--narrow', type=float, default=1.0, help='width factor of every network (1: the paper\'s)')
-    p.add_argument('--models', default='st,dl,glean,gfpgan')
-    p.add_argument('--modes', default='fp32,amp,ckpt')
-    p.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'))
-    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--models', default='st,dl,glean,gfpgan', help='comma-separated rows (default: %(default)s)')
+    p.add_argument('--modes', default='fp32,amp,ckpt',
+                   help='comma-separated: fp32, amp, ckpt (gradient checkpointing), amp+ckpt (default: %(default)s)')
+    p.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'),
+                   help='autocast dtype of the amp rows')
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='auto: CUDA when available')
     p.add_argument('--estimate-512', action='store_true', help='also print the 512 px batch-8 memory estimate')
     p.add_argument('--force-amp', action='store_true', help='run AMP rows on a CPU without native bfloat16 too')
     p.add_argument('--json', help='also write the figures to this file')

@@ -95,7 +95,8 @@ def bench(args, out, table):
     flags = ['--size', str(size), '--batch', str(batch), '--iters', '1' if args.smoke else '5',
              '--narrow', '0.0625' if args.smoke else '1',
              '--models', 'st,gfpgan' if args.smoke else 'st,dl,glean,gfpgan',
-             '--modes', 'fp32,ckpt' if args.smoke else 'fp32,amp,amp+ckpt', '--json', str(out / 'bench.json')]
+             '--modes', 'fp32,ckpt' if args.smoke else 'fp32,amp,amp+ckpt', '--json', str(out / 'bench.json'),
+             *([] if args.smoke else ['--estimate-512'])]  # on the GPU: the 512 px batch-8 memory with AMP
     proc = subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True)
     (out / 'bench_train_step.out').write_text(proc.stdout + proc.stderr)
     print(proc.stdout)

@@ -31,6 +31,7 @@ from dlst_plugin.archs.face_input import check_face_input
 from dlst_plugin.archs.skip_transformer_blocks import ResidualConvBlock, conv_act, run_block
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
+from dlst_plugin.archs.stylegan2_ops import activation_format
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class GLEANStyleGAN2(nn.Module):
 
     def forward(self, x):
         self.check_input(x)
-        features, latent = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        features, latent = self.encoder(x.contiguous(memory_format=activation_format(x.device)))
         noise = None if self.training else self.bank.fixed_noise()
         bank_features = {}
 

@@ -23,6 +23,7 @@ from dlst_plugin.archs.skip_transformer_blocks import (
 )
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
+from dlst_plugin.archs.stylegan2_ops import activation_format
 
 MIN_SKIP_RESOLUTION = 8  # the paper's six skip layers at 512 px: 8 ... 256
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class SkipTransformer(nn.Module):
 
     def forward(self, x):
         self.check_input(x)
-        features, w = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        features, w = self.encoder(x.contiguous(memory_format=activation_format(x.device)))
         latent = w[:, None].expand(-1, self.decoder.num_latent, -1)
         noise = None if self.training else self.decoder.fixed_noise()
 

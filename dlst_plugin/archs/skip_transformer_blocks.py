@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dlst_plugin.archs.stylegan2_ops import activation_format
+
 ATTENTION_MAX_RESOLUTION = 32
 TOKENS_PER_SIDE = 8  # default patch size p = resolution / 8: 64 tokens per image
 
@@ -89,7 +91,7 @@ class PatchSelfAttention(nn.Module):
                                              self._tokens(self.to_v(x)))
         out = out.reshape(b, h // p, w // p, c * p * p).permute(0, 3, 1, 2)
         out = F.pixel_shuffle(out, p) if p > 1 else out
-        return self.proj(out.contiguous(memory_format=torch.channels_last))
+        return self.proj(out.contiguous(memory_format=activation_format(out.device)))
 
 
 class AttentionResidualBlock(nn.Module):

@@ -21,6 +21,18 @@ def make_resample_kernel(k):
     return k / k.sum()
 
 
+def activation_format(device):
+    """The memory format the archs run their activations in on ``device``.
+
+    Channels-last everywhere (oneDNN's and cuDNN's forward convolutions are 1.3-3x faster in it), except
+    while autograd records on a CPU: there oneDNN's channels-last convolution *backward* is about 3x slower
+    than the contiguous one (64 -> 64 channels, 3x3, 256 px: 267 vs 84 ms on an AVX2 EPYC), which costs a
+    training step far more than the forward gains."""
+    if torch.device(device).type == 'cpu' and torch.is_grad_enabled():
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def _grad_free(x):
     return not (torch.is_grad_enabled() and x.requires_grad)
 

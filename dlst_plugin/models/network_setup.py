@@ -1,10 +1,11 @@
 """Putting a network on its device before DDP wraps it: memory format and ``torch.compile``.
 
 * Memory format: an arch that runs channels-last inside (the Skip-Transformer, GLEAN, the StyleGAN2
-  synthesis of the degrader) declares ``MEMORY_FORMAT = torch.channels_last``; its 4-D weights are
-  stored channels-last too, so their gradients arrive in the layout DistributedDataParallel's buckets
-  were made for (otherwise DDP warns "Grad strides do not match bucket view strides" and copies every
-  gradient each step). ``train.channels_last: true`` puts every network and the input batches in
+  synthesis of the degrader; on a GPU, and in inference everywhere) declares ``MEMORY_FORMAT =
+  torch.channels_last``; on a GPU its 4-D weights are stored channels-last too. Under DDP every trainable
+  parameter then takes the strides its gradient arrives with (measured), so DistributedDataParallel's
+  buckets match them (otherwise it warns "Grad strides do not match bucket view strides" and copies
+  every gradient each step). ``train.channels_last: true`` puts every network and the input batches in
   channels-last memory.
 * ``train.compile: true`` compiles each network with ``torch.compile`` (``train.compile_mode``,
   ``train.compile_backend``); the first step pays the compilation. Checkpoints keep the plain keys.
@@ -15,9 +16,13 @@ from dlst_plugin.errors import ConfigError
 
 
 def memory_format(net, train_opt):
-    """The memory format ``net`` trains in: channels-last when asked for or when the arch runs in it."""
+    """The memory format ``net`` trains in: channels-last when asked for, or when the arch runs in it on
+    its device (the archs train contiguous on a CPU: ``archs.stylegan2_ops.activation_format``)."""
     if (train_opt or {}).get('channels_last'):
         return torch.channels_last
+    param = next(net.parameters(), None)
+    if param is None or param.device.type == 'cpu':
+        return torch.contiguous_format
     return getattr(net, 'MEMORY_FORMAT', torch.contiguous_format)
 
 
