@@ -28,7 +28,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from dlst_plugin.archs.face_input import check_face_input
-from dlst_plugin.archs.skip_transformer_blocks import ResidualConvBlock, conv_act, run_block
+from dlst_plugin.archs.skip_transformer_blocks import ResidualConvBlock, conv_act, encode_pyramid
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
 from dlst_plugin.archs.stylegan2_ops import activation_format
@@ -61,11 +61,7 @@ class GLEANEncoder(nn.Module):
                                        nn.Linear(16 * channels[4], num_latent * num_style_feat))
 
     def forward(self, x):
-        out = run_block(self.first, x, checkpointed=self.use_checkpoint)
-        features = {self.resolutions[0]: out}
-        for res, stage in zip(self.resolutions[1:], self.stages):
-            out = run_block(stage, out, checkpointed=self.use_checkpoint)
-            features[res] = out
+        features, out = encode_pyramid(self.first, self.stages, self.resolutions, x, self.use_checkpoint)
         return features, self.to_latent(out).unflatten(1, (self.num_latent, self.num_style_feat))
 
 

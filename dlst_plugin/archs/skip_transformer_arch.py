@@ -19,6 +19,7 @@ from dlst_plugin.archs.skip_transformer_blocks import (
     TransformerBlock,
     conv_act,
     default_patch_size,
+    encode_pyramid,
     run_block,
 )
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
@@ -61,11 +62,7 @@ class STEncoder(nn.Module):
         self.to_w = nn.Linear(channels[4] * 4 * 4, num_style_feat)
 
     def forward(self, x):
-        out = run_block(self.first, x, checkpointed=self.use_checkpoint)
-        features = {self.resolutions[0]: out}
-        for res, stage in zip(self.resolutions[1:], self.stages):
-            out = run_block(stage, out, checkpointed=self.use_checkpoint)
-            features[res] = out
+        features, out = encode_pyramid(self.first, self.stages, self.resolutions, x, self.use_checkpoint)
         return features, self.to_w(out.flatten(1))
 
 

@@ -30,6 +30,17 @@ def run_block(block, *inputs, checkpointed=False):
     return block(*inputs)
 
 
+def encode_pyramid(first, stages, resolutions, x, checkpointed=False):
+    """The encoders' pass (ST's and GLEAN's): ``first`` at ``resolutions[0]``, then each of ``stages`` at
+    the next resolution; returns ({resolution: feature}, the last feature)."""
+    out = run_block(first, x, checkpointed=checkpointed)
+    features = {resolutions[0]: out}
+    for res, stage in zip(resolutions[1:], stages):
+        out = run_block(stage, out, checkpointed=checkpointed)
+        features[res] = out
+    return features, out
+
+
 def conv_act(in_channels, out_channels, kernel_size=3, stride=1):
     """Conv + leaky ReLU(0.2) (the encoder's and skip layers' activation, as StyleGAN2's)."""
     return nn.Sequential(
