@@ -14,7 +14,7 @@ from dlst_plugin.cli.demo_plots import group_panels, parse_log, plot_png, wants_
 # both in every run, detection.json): YuNet finds a face in every one of the demo's real HQ faces at
 # 64 px (24 of 24; 9 of 9 in the fast run), and in none of 32 samples of the same generator randomly
 # initialised (the colour blobs the demo drew before it had a prior). Measured: the fast run's 300-step
-# fit 21 of 32 (66 %), the full demo's 500 steps 26 of 32 (81 %); a third of the samples are the
+# fit 21-22 of 32 (66-69 %), the full demo's 500 steps 26-28 of 32 (81-88 %); a third of the samples are the
 # cameraman in profile, which YuNet misses more often in real photos too.
 MIN_PRIOR_DETECTION_RATE = 0.5
 
