@@ -92,3 +92,37 @@ def call_main(main, argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
+
+
+def single_process_options(template, tmp_path, **train_updates):
+    """An option file as BasicSR's parser hands it to a model in one CPU process, writing under
+    ``tmp_path``, with ``train_updates`` set under ``train``."""
+    import copy
+
+    import yaml
+    opt = yaml.safe_load(Path(template).read_text())
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt.setdefault('path', {}).update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'),
+                                      visualization=str(tmp_path / 'vis'))
+    for folder in ('models', 'states'):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    opt['train'].update(copy.deepcopy(train_updates))
+    return opt
+
+
+def noisy_batch(n=2, size=32, seed=0):
+    """{'gt', 'lq'}: ``n`` random images in [-1, 1] and the same with Gaussian noise (sigma 0.2), clamped."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+
+
+def line_is_marked_set_me(lines, i):
+    """Whether line ``i`` or the comment block right above it says ``SET ME``."""
+    comments = [lines[i]]
+    j = i - 1
+    while j >= 0 and lines[j].strip().startswith('#'):
+        comments.append(lines[j])
+        j -= 1
+    return any('SET ME' in c for c in comments)

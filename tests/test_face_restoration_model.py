@@ -1,14 +1,12 @@
 """The general restorer model on the adversarial core: every Table 1 arch (ST, GLEAN, GFP-GAN) trains,
 gradients reach exactly the trainable parameters, D stays out of the G step, EMA, options, learning."""
-import copy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from helpers import REPO, subprocess_env
+from helpers import REPO, noisy_batch, single_process_options, subprocess_env
 from restorer_configs import TINY_D, tiny_network
 from test_skip_transformer_model import _degrade, _face_tensors
 
@@ -21,20 +19,14 @@ ARCHS = ('st', 'glean', 'gfpgan')
 
 
 def model_options(tmp_path, arch, **train):
-    opt = yaml.safe_load(TINY.read_text())
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, model_type='FaceRestorationModel',
-               network_g=tiny_network(arch), network_d=dict(TINY_D))
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    opt['train'].update(copy.deepcopy(train))
+    opt = single_process_options(TINY, tmp_path, **train)
+    opt.update(model_type='FaceRestorationModel', network_g=tiny_network(arch), network_d=dict(TINY_D))
     if arch != 'st':
         opt['train']['optim_g'].pop('decoder_lr', None)
     return opt
 
 
-def batch(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
-    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+batch = noisy_batch
 
 
 def optimised(optimizer):

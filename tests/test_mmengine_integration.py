@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, line_is_marked_set_me
 
 try:
     from mmengine import Config
@@ -165,9 +165,4 @@ def test_every_user_path_is_marked_set_me(path):
         code = line.split('#')[0]
         if not any(k in code for k in keys) or "=''" in code or '=None' in code:
             continue
-        comments = [line]  # the line itself and the comment block right above it
-        j = i - 1
-        while j >= 0 and lines[j].strip().startswith('#'):
-            comments.append(lines[j])
-            j -= 1
-        assert any('SET ME' in c for c in comments), line
+        assert line_is_marked_set_me(lines, i), line

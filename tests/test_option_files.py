@@ -4,7 +4,7 @@ import pytest
 import yaml
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
-from helpers import REPO
+from helpers import REPO, line_is_marked_set_me
 
 import dlst_plugin  # noqa: F401
 
@@ -43,12 +43,7 @@ def test_every_user_path_is_marked_set_me(path):
             value = line.split(':', 1)[1].split('#')[0].strip()
             if value in ('~', ''):
                 continue
-            comments = [line]  # the line itself and the comment block right above it
-            j = i - 1
-            while j >= 0 and lines[j].strip().startswith('#'):
-                comments.append(lines[j])
-                j -= 1
-            assert any('SET ME' in c for c in comments), line
+            assert line_is_marked_set_me(lines, i), line
 
 
 def test_paper_settings_of_the_main_recipes():

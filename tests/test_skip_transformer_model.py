@@ -1,13 +1,12 @@
 """SkipTransformerModel: losses, parameter groups, FreezeD, VGG start-up check, BasicSR training,
 validation and resume; plus the evidence that ST learns to restore faces."""
-import copy
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, face_crops, run, write_options
+from helpers import REPO, face_crops, noisy_batch, run, single_process_options, write_options
 from torch.nn import functional as F
 
 import dlst_plugin  # noqa: F401
@@ -19,17 +18,11 @@ TINY = REPO / 'tests' / 'options' / 'train_st_tiny.yml'
 
 def model_options(tmp_path, **train_updates):
     """The tiny option file as BasicSR's parser would hand it to the model (single CPU process)."""
-    opt = yaml.safe_load(TINY.read_text())
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    opt['train'].update(copy.deepcopy(train_updates))
-    return opt
+    return single_process_options(TINY, tmp_path, **train_updates)
 
 
 def batch(size=32, n=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
-    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+    return noisy_batch(n, size, seed)
 
 
 def test_optimizer_groups_follow_paper_lrs(tmp_path):

@@ -1,12 +1,10 @@
 """The core's scale features: mixed precision (bf16, fp16 with scalers and R1), gradient checkpointing,
 accumulation, the non-finite guard and clipping, channels-last, compile, fixed validation inputs."""
-import copy
 import socket
 
 import pytest
 import torch
-import yaml
-from helpers import REPO, face_crops, fill_option_paths, run
+from helpers import REPO, face_crops, fill_option_paths, noisy_batch, run, single_process_options
 from restorer_configs import TINY_D, tiny_network
 
 import dlst_plugin  # noqa: F401
@@ -19,20 +17,10 @@ DL_TINY = REPO / 'tests' / 'options' / 'train_dl_tiny.yml'
 
 
 def options(path, tmp_path, **train):
-    opt = yaml.safe_load(path.read_text())
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
-    opt['path'] = {'models': str(tmp_path / 'models'), 'training_states': str(tmp_path / 'states'),
-                   'visualization': str(tmp_path / 'vis')}
-    for folder in ('models', 'states'):
-        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
-    opt['train'].update(copy.deepcopy(train))
-    return opt
+    return single_process_options(path, tmp_path, **train)
 
 
-def batch(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    gt = torch.rand(n, 3, size, size, generator=g) * 2 - 1
-    return {'gt': gt, 'lq': (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(-1, 1)}
+batch = noisy_batch
 
 
 def build(opt):
