@@ -114,3 +114,13 @@ def test_pairs_with_different_keys_are_refused(pairs):
 def test_bad_options_are_named(pairs, changes, message):
     with pytest.raises(ValueError, match=message):
         build_dataset(opt(pairs, **changes))
+
+
+def test_a_validation_set_repeats_both_sources_exactly(pairs):
+    """phase val: every pass draws the same degradation, for the generated pairs and the FFHQ share."""
+    dataset = build_dataset(opt(pairs, phase='val'))
+    first = [dataset[i] for i in range(len(dataset))]
+    again = [dataset[i] for i in range(len(dataset))]
+    assert {s['source'] for s in first} == {'generated', 'ffhq'}
+    for a, b in zip(first, again):
+        assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt']), a['source']

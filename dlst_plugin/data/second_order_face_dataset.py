@@ -31,7 +31,7 @@ OWN_OPTIONS = ('name', 'type', 'phase', 'scale', 'mode', 'dataroot_clean', 'data
                'ratio', 'io_backend', 'out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'use_shuffle',
                'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
                'num_prefetch_queue', 'pin_memory', 'persistent_workers')
-SHARED_WITH_DEGRADED_FACE = ('out_size', 'mean', 'std', 'seed', 'skip_bad_images')
+SHARED_WITH_DEGRADED_FACE = ('out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'phase')
 
 
 def backend_of(root, io_backend=None):

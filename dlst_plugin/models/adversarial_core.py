@@ -267,7 +267,7 @@ class AdversarialModel(BaseModel):
             for suffix, criterion in self.losses.items():
                 terms[f'l_g_{suffix}'] = criterion(fake, target).float()
         if self.cri_gan is not None:
-            with core_parts.frozen(core_parts.trainable(self.bare_d)):
+            with core_parts.frozen(self.d_params):  # what the D optimizer trains: no gradient for it here
                 terms['l_g_gan'] = self.cri_gan(self.d_for_g(fake), True, is_disc=False).float()
         terms.update((f'l_g_{name}', value.float()) for name, value in self.extra_generator_terms(fake).items())
         return terms
