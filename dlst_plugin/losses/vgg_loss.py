@@ -10,7 +10,6 @@ path, in a weights folder (``weights_dir``, env ``DLST_WEIGHTS_DIR``, default ``
 or in torch hub's cache, and raises ``FileNotFoundError`` naming the file and where to put it.
 Random weights (tests) need ``random_init=True``; they are never a fallback.
 """
-import os
 import os.path as osp
 
 import torch
@@ -19,16 +18,11 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from dlst_plugin.model_files import WEIGHTS_ENV, resolve_weights_dir
+
 VGG_WEIGHT_FILES = {'vgg16': 'vgg16-397923af.pth', 'vgg19': 'vgg19-dcbb9e9d.pth'}
-WEIGHTS_DIR_ENV = 'DLST_WEIGHTS_DIR'
-DEFAULT_WEIGHTS_DIR = 'weights'
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def weights_dir(explicit=None):
-    """The folder pretrained files are looked up in: argument, else $DLST_WEIGHTS_DIR, else ./weights."""
-    return explicit or os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR
 
 
 def find_vgg_weights(vgg_type, weights_path=None, weights_dir_=None):
@@ -37,7 +31,7 @@ def find_vgg_weights(vgg_type, weights_path=None, weights_dir_=None):
     if weights_path:
         candidates = [osp.expanduser(weights_path)]
     else:
-        folder = weights_dir(weights_dir_)
+        folder = resolve_weights_dir(weights_dir_)
         candidates = [osp.join(folder, file_name), osp.join(torch.hub.get_dir(), 'checkpoints', file_name)]
     for path in candidates:
         if osp.isfile(path):
@@ -45,7 +39,7 @@ def find_vgg_weights(vgg_type, weights_path=None, weights_dir_=None):
     url = f'https://download.pytorch.org/models/{file_name}'
     raise FileNotFoundError(
         f'{vgg_type.upper()} weights not found (looked at: {", ".join(candidates)}). Download torchvision\'s '
-        f'{file_name} ({url}) and put it in {osp.abspath(weights_dir(weights_dir_))}/ (set ${WEIGHTS_DIR_ENV} or '
+        f'{file_name} ({url}) and put it in {resolve_weights_dir(weights_dir_)}/ (set ${WEIGHTS_ENV} or '
         f'the loss option weights_dir to use another folder), or set the loss option weights_path to the file. '
         'Nothing is downloaded at run time.')
 

@@ -22,9 +22,8 @@ from torch.nn import functional as F
 
 from dlst_plugin.errors import MissingFileError
 from dlst_plugin.fileio import atomic_path
-from dlst_plugin.losses.vgg_loss import WEIGHTS_DIR_ENV, weights_dir
 from dlst_plugin.metrics.images import EvaluationError, EvaluationSetupError
-from dlst_plugin.model_files import load_checkpoint
+from dlst_plugin.model_files import WEIGHTS_ENV, load_checkpoint, resolve_weights_dir
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 FID_WEIGHTS_URL = f'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}'
@@ -44,7 +43,7 @@ def find_inception_weights(weights_path=None, weights_dir_=None):
     if weights_path:
         candidates = [osp.expanduser(weights_path)]
     else:
-        folder = weights_dir(weights_dir_)
+        folder = resolve_weights_dir(weights_dir_)
         candidates = [osp.join(folder, FID_WEIGHTS_FILE),
                       osp.join('experiments', 'pretrained_models', FID_WEIGHTS_FILE),  # where BasicSR looks
                       osp.join(torch.hub.get_dir(), 'checkpoints', FID_WEIGHTS_FILE)]
@@ -53,8 +52,8 @@ def find_inception_weights(weights_path=None, weights_dir_=None):
             return path
     raise InceptionWeightsMissing(
         f'FID Inception weights {FID_WEIGHTS_FILE} not found (looked at: {", ".join(candidates)}). Download it from '
-        f'{FID_WEIGHTS_URL} and put it in {osp.abspath(weights_dir(weights_dir_))}/ (--weights-dir or '
-        f'${WEIGHTS_DIR_ENV} choose another folder), or pass --inception-weights FILE. Nothing is downloaded.')
+        f'{FID_WEIGHTS_URL} and put it in {resolve_weights_dir(weights_dir_)}/ (--weights-dir or '
+        f'${WEIGHTS_ENV} choose another folder), or pass --inception-weights FILE. Nothing is downloaded.')
 
 
 def _random_inception_state_dict(seed):
