@@ -9,7 +9,7 @@ import yaml
 
 from dlst_plugin.errors import InputError
 from dlst_plugin.fileio import atomic_write_text
-from dlst_plugin.image_files import is_image_file
+from dlst_plugin.image_files import list_images
 
 # the in-the-wild photos: each face is made this wide (detector box, px), the size of real LQ faces in
 # crowd photos (paper 4.1: <= 40 px); aligned to the FFHQ template a face fills about 2x its box, so the
@@ -24,7 +24,7 @@ class DemoError(InputError):
 
 
 def source_photos(folder):
-    sources = sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+    sources = [Path(path) for _, path in list_images(folder, recursive=False)]
     if not sources:
         raise DemoError(f'no images in {folder}')
     return sources

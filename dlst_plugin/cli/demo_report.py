@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from dlst_plugin.cli.demo_plots import fit_curve, plot_png, training_curves
-from dlst_plugin.image_files import is_image_file
+from dlst_plugin.image_files import list_images
 
 REGION_METHODS = ('input photos, face regions', 'restored photos, face regions')
 ALIGNED_METHODS = ('real LQ faces (aligned)', 'restored faces (aligned)')
@@ -52,7 +52,7 @@ def spread(items, limit):
 
 
 def folder_images(folder, limit=16):
-    paths = sorted(p for p in Path(folder).rglob('*') if is_image_file(p)) if Path(folder).is_dir() else []
+    paths = [Path(path) for _, path in list_images(folder)] if Path(folder).is_dir() else []
     return [im for im in (cv2.imread(str(p)) for p in spread(paths, limit)) if im is not None]
 
 
