@@ -109,7 +109,9 @@ class StepControl:
         finite = self.finite[name] if self.finite[name] is not None else torch.tensor(True)
         self.finite[name] = None
         ok = bool((finite & torch.isfinite(norm)).item()) if scaler is None else bool(finite.item())
-        if ok and self.grad_clip is not None and torch.isfinite(norm):
+        # no second device sync for the norm: without a scaler ``ok`` covers it; with one, an overflowed
+        # (inf/NaN) norm spoils the clipped gradients of a step the scaler skips anyway (found at unscale_)
+        if ok and self.grad_clip is not None:
             torch._foreach_mul_(self._grads(params), (self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
         if ok and scaler is not None:
             scaler.step(optimizer)  # skips the step itself when the unscaled gradients overflowed
