@@ -92,7 +92,7 @@ def patch_parse_options():
         if osp.abspath(root_path) == _basicsr_install_root():
             root_path = os.getcwd()
         opt, args = original(root_path, is_train=is_train)
-        wanted = _experiments_root_from_file(args.opt)
+        wanted = _experiments_root_from_file(args.opt, getattr(args, 'force_yml', None))
         if is_train and wanted:
             root = osp.abspath(osp.expanduser(wanted))
             opt['path'].update(
@@ -111,9 +111,12 @@ def _set_parse_options(function):
     options.parse_options = train.parse_options = test.parse_options = function
 
 
-def _experiments_root_from_file(opt_path):
-    from dlst_plugin.option_file import read_option_file
-    path_opt = read_option_file(opt_path).get('path')
+def _experiments_root_from_file(opt_path, force_yml=None):
+    """``path.experiments_root`` of the option file after ``--force_yml`` (as BasicSR applies it)."""
+    from dlst_plugin.option_file import apply_force_yml, read_option_file
+    opt = read_option_file(opt_path)
+    apply_force_yml(opt, force_yml)  # its problems were reported by the option check before this
+    path_opt = opt.get('path')
     return path_opt.get('experiments_root') if isinstance(path_opt, dict) else None
 
 

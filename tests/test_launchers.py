@@ -98,6 +98,14 @@ def test_experiments_root_option_is_honoured(tmp_path, tiny_opt):
     assert not (tmp_path / 'experiments').exists()
 
 
+def test_experiments_root_given_by_force_yml_is_honoured(tmp_path, tiny_opt):
+    target = tmp_path / 'forced' / 'run1'
+    opt = write_options(tiny_opt, tmp_path / 'custom.yml', {'train:total_iter': 2})
+    run(['python', '-m', 'basicsr.train', '-opt', opt, '--force_yml', f'path:experiments_root={target}'], cwd=tmp_path)
+    assert (target / 'models' / 'net_g_latest.pth').is_file()
+    assert not (tmp_path / 'experiments').exists()
+
+
 def test_torchrun_two_cpu_processes_train_and_auto_resume(tmp_path, tiny_opt):
     """Both ranks read different samples; rank 0 alone logs and saves; --auto_resume
     continues from the last state with iteration, optimizer and scheduler restored."""
