@@ -157,6 +157,7 @@ def _face(box, score=0.9, landmarks=None):
     (_face([500, 10, 540, 50]), 'outside the image'),
     (_face([-5000, -5000, 5000, 5000]), 'larger than it'),
     (_face([10, 10, 50, 50], landmarks=[[300, 300]] * 5), 'landmarks'),
+    (_face([150, -20, 270, 100]), 'inside the image'),  # a 120 px box hanging off a thin image's corner
 ])
 def test_implausible_detections_are_dropped(face, reason):
     assert reason in detection.face_problem(face, (100, 200, 3))
@@ -176,3 +177,17 @@ def test_yunet_garbage_rows_count_as_no_face(monkeypatch):
     monkeypatch.setattr(detector, '_net', type('Net', (), {'setInputSize': lambda self, size: None,
                                                           'detect': lambda self, img: (1, row)})())
     assert detector.detect(np.zeros((20, 20000, 3), np.uint8)) == []
+
+
+@pytest.mark.parametrize('shape, expected', [((20, 20000), (64, 20000)), ((2, 40), (64, 64)),
+                                             ((4000, 3000), (1600, 1200)), ((1000, 100000), (64, 6400))])
+def test_yunet_never_sees_a_degenerate_input(monkeypatch, shape, expected):
+    """1-2 px tall inputs made YuNet return boxes of 1e32 with score 1: thin images are not shrunk that far and
+    small ones are padded."""
+    detector = build_detector('yunet')
+    seen = []
+    net = type('Net', (), {'setInputSize': lambda self, size: None,
+                           'detect': lambda self, img: (seen.append(img.shape), None)})
+    monkeypatch.setattr(detector, '_net', net())
+    assert detector.detect(np.zeros(shape + (3,), np.uint8)) == []
+    assert seen == [expected + (3,)]

@@ -135,7 +135,7 @@ def test_a_checkpoint_that_is_no_degrader_is_one_error(tmp_path, capsys):
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
 def test_interrupted_run_rerun_gives_exactly_n_pairs(tmp_path, sig):
     checkpoint = degrader_checkpoint(tmp_path / 'net_g.pth', size=64)
-    count = 60
+    count = 300  # about 5 s of generation here: 60 pairs (1 s) once finished before a busy CI machine's signal
     cmd = [sys.executable, '-m', 'dlst_plugin.cli.generate_pairs', str(checkpoint), str(tmp_path / 'out'),
            '-n', str(count), '--batch-size', '2', '--commit-every', '2']
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

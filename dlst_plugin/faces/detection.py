@@ -14,7 +14,9 @@ left, the eye on the image's right, nose tip, left mouth corner, right mouth cor
 
 Every backend's detections pass :func:`plausible_faces`: a box or landmark that is not finite, a box
 of no size, a box far outside the image or larger than it, landmarks far from their box or a score
-outside [0, 1] is dropped (a detector fed a 20 x 20000 noise strip returns such garbage with score 1).
+outside [0, 1] is dropped, and so is a box of which less than half lies inside the image (a detector fed a
+20 x 20000 noise strip returns such garbage with score 1). YuNet never runs on a degenerate input: a thin
+image is not shrunk below ``MIN_INPUT_SIDE`` on its short side, and a small one is padded up to it.
 """
 import functools
 import importlib.util
@@ -30,6 +32,8 @@ from dlst_plugin.model_files import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV, resolve_we
 
 MIN_BOX_SIDE = 1.0  # px: a smaller box is no face
 LANDMARK_SLACK = 0.5  # landmarks may lie this many box sides outside their box
+MIN_INSIDE = 0.5  # at least this fraction of a box's area lies inside the image
+MIN_INPUT_SIDE = 64  # px: YuNet's input is never thinner (1-2 px inputs gave boxes of 1e32 with score 1)
 YUNET_ONNX = 'face_detection_yunet_2023mar.onnx'
 # network -> (weights file, where facexlib publishes it)
 RETINAFACE_WEIGHTS = {
@@ -75,6 +79,9 @@ def face_problem(face, shape):
         return f'box of {x2 - x1:.3g} x {y2 - y1:.3g} px'
     if side > 2 * max(h, w) or x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
         return 'box outside the image or larger than it'
+    inside = (min(x2, w) - max(x1, 0)) * (min(y2, h) - max(y1, 0)) / ((x2 - x1) * (y2 - y1))
+    if inside < MIN_INSIDE:
+        return f'only {inside:.0%} of the box inside the image'
     slack = LANDMARK_SLACK * side
     if not ((landmarks >= [x1 - slack, y1 - slack]) & (landmarks <= [x2 + slack, y2 + slack])).all():
         return 'landmarks far outside the box'
@@ -151,7 +158,8 @@ def yunet_model_path(weights_dir=None):
 
 
 class YuNetDetector:
-    """``cv2.FaceDetectorYN``; images whose longer side exceeds ``max_side`` are detected downscaled."""
+    """``cv2.FaceDetectorYN``; images whose longer side exceeds ``max_side`` are detected downscaled
+    (a thin strip only as far as keeps its short side at ``MIN_INPUT_SIDE``)."""
 
     def __init__(self, weights_dir=None, model_path=None, score_threshold=0.7, nms_threshold=0.3, top_k=5000,
                  max_side=1600):
@@ -163,10 +171,13 @@ class YuNetDetector:
     def detect(self, img_bgr):
         img = as_bgr(img_bgr)
         h, w = img.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        scale = self.input_scale(h, w)
+        if scale != 1.0:
+            img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        # pad a small image at the bottom/right (box coordinates stay); boxes in the pad fail plausible_faces
+        pad_h, pad_w = max(0, MIN_INPUT_SIDE - img.shape[0]), max(0, MIN_INPUT_SIDE - img.shape[1])
+        if pad_h or pad_w:
+            img = cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         self._net.setInputSize((img.shape[1], img.shape[0]))
         _, rows = self._net.detect(np.ascontiguousarray(img))
         faces = []
@@ -176,6 +187,12 @@ class YuNetDetector:
             faces.append(Face(box=np.array([x, y, x + bw, y + bh], np.float32), score=float(row[14]),
                               landmarks=(row[4:14].reshape(5, 2) / scale).astype(np.float32)))
         return sorted(plausible_faces(faces, (h, w)), key=lambda f: -f.score)
+
+    def input_scale(self, h, w):
+        """Shrink so the longer side is ``max_side``, but never the shorter side below ``MIN_INPUT_SIDE``."""
+        if not self.max_side or max(h, w) <= self.max_side:
+            return 1.0
+        return max(self.max_side / max(h, w), min(1.0, MIN_INPUT_SIDE / min(h, w)))
 
 
 @register_backend('yunet')
