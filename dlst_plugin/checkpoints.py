@@ -193,10 +193,9 @@ def detect_layout(state):
     return [pair for pair, key in SIGNATURES.items() if key in state]
 
 
-def _strip_wrapper(state):
-    if all(k.startswith(STRIP_PREFIX) for k in state):
-        return {k[len(STRIP_PREFIX):]: v for k, v in state.items()}
-    return state
+def strip_module_prefix(state):
+    """``state`` without the ``module.`` prefix that DataParallel / DistributedDataParallel put on every key."""
+    return {(k[len(STRIP_PREFIX):] if k.startswith(STRIP_PREFIX) else k): v for k, v in state.items()}
 
 
 def _candidates(obj, kind):
@@ -206,7 +205,7 @@ def _candidates(obj, kind):
         state = obj if key == '' else obj.get(key)
         if not _is_state_dict(state):
             continue
-        state = _strip_wrapper(state)
+        state = strip_module_prefix(state)
         source = repr(key) if key else 'the top level'
         yield source, state
         for prefix in SUBNET_PREFIXES[kind]:

@@ -187,10 +187,7 @@ def patch_save_network():
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
-        label = 'latest' if current_iter == -1 else current_iter
-        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
-        saved = training_state.network_state(self, net, param_key)
-        training_state.save_with_retries(saved, path, 'network', get_root_logger().warning)
+        training_state.save_network(self, net, net_label, current_iter, param_key, get_root_logger().warning)
 
     BaseModel.save_network = save_network
 
@@ -228,29 +225,10 @@ def patch_load_network():
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import get_root_logger
 
-    from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint
-    from dlst_plugin.errors import InputError
+    from dlst_plugin import training_state
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        logger = get_root_logger()
-        net = self.get_bare_model(net)
-        expected = 'expected a network checkpoint saved by BasicSR (a dict of tensors under "params")'
-        try:
-            saved = read_checkpoint(load_path)
-        except (CheckpointLayoutError, OSError) as err:
-            raise InputError(f'cannot load {type(net).__name__} weights: {err}; {expected}') from None
-        if param_key is not None:
-            if param_key not in saved and 'params' in saved:
-                logger.info(f'Loading: {param_key} does not exist, use params.')
-                param_key = 'params'
-            if param_key not in saved:
-                raise InputError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(map(str, saved))}); '
-                                 f'{expected}, or set path.param_key_<net> to the entry that holds the weights')
-            saved = saved[param_key]
-        logger.info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
-        saved = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in saved.items()}
-        self._print_different_keys_loading(net, saved, strict)
-        net.load_state_dict(saved, strict=strict)
+        training_state.load_network(self, net, load_path, strict, param_key, get_root_logger())
 
     BaseModel.load_network = load_network
 

@@ -62,7 +62,8 @@ def split_checkpoint(ckpt):
     state = next((ckpt[k] for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), dict)), None)
     if state is None:
         state = {k: v for k, v in ckpt.items() if k != META_KEY}
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}, meta
+    from dlst_plugin.checkpoints import strip_module_prefix
+    return strip_module_prefix(state), meta
 
 
 def load_restorer_state(path):

@@ -54,15 +54,48 @@ def save_with_retries(obj, path, what, log_warning):
 
 def network_state(model, nets, param_keys):
     """BasicSR's ``save_network`` dict: ``{param_key: state dict on the CPU, without 'module.'}``."""
+    from dlst_plugin.checkpoints import strip_module_prefix
     nets = nets if isinstance(nets, list) else [nets]
     param_keys = param_keys if isinstance(param_keys, list) else [param_keys]
     if len(nets) != len(param_keys):
         raise ValueError('save_network: as many param_key entries as networks are needed')
-    saved = {}
-    for net, key in zip(nets, param_keys):
-        state = model.get_bare_model(net).state_dict()
-        saved[key] = {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
-    return saved
+    return {key: strip_module_prefix({k: v.cpu() for k, v in model.get_bare_model(net).state_dict().items()})
+            for net, key in zip(nets, param_keys)}
+
+
+def save_network(model, nets, net_label, current_iter, param_keys, log_warning, meta=None):
+    """Write ``models/<net_label>_<iter or latest>.pth`` atomically (retried), with ``meta`` when given."""
+    from dlst_plugin.checkpoint_meta import META_KEY
+    label = 'latest' if current_iter == -1 else current_iter
+    path = osp.join(model.opt['path']['models'], f'{net_label}_{label}.pth')
+    saved = network_state(model, nets, param_keys)
+    if meta is not None:
+        saved[META_KEY] = meta
+    save_with_retries(saved, path, 'network', log_warning)
+
+
+def load_network(model, net, load_path, strict, param_key, logger):
+    """Load ``load_path``'s ``param_key`` entry (``params`` when it lacks that one) into ``net``, read with
+    ``weights_only=True``; a file that is not a network checkpoint is one :class:`InputError` naming it."""
+    from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint, strip_module_prefix
+    net = model.get_bare_model(net)
+    expected = 'expected a network checkpoint saved by BasicSR (a dict of tensors under "params")'
+    try:
+        saved = read_checkpoint(load_path)
+    except (CheckpointLayoutError, OSError) as err:
+        raise InputError(f'cannot load {type(net).__name__} weights: {err}; {expected}') from None
+    if param_key is not None:
+        if param_key not in saved and 'params' in saved:
+            logger.info(f'Loading: {param_key} does not exist, use params.')
+            param_key = 'params'
+        if param_key not in saved:
+            raise InputError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(map(str, saved))}); '
+                             f'{expected}, or set path.param_key_<net> to the entry that holds the weights')
+        saved = saved[param_key]
+    logger.info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
+    saved = strip_module_prefix(saved)
+    model._print_different_keys_loading(net, saved, strict)
+    net.load_state_dict(saved, strict=strict)
 
 
 def read_training_state(path):

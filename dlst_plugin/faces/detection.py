@@ -224,6 +224,7 @@ class RetinaFaceDetector:
         path = retinaface_weights_path(network, weights_dir)  # before importing anything: fail fast, offline
         import torch
 
+        from dlst_plugin.checkpoints import strip_module_prefix
         from dlst_plugin.model_files import load_checkpoint
         try:
             from facexlib.detection.retinaface import RetinaFace
@@ -231,7 +232,7 @@ class RetinaFaceDetector:
             raise MissingPackageError('the retinaface detector needs facexlib: pip install "dlst-plugin[faces]"') \
                 from err
         state = load_checkpoint(path, f'facexlib RetinaFace ({network}) weights', flag=None)
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+        state = strip_module_prefix(state)
         self.net = RetinaFace(network_name=network, half=False, device=torch.device(device))
         self.net.load_state_dict(state, strict=True)
         self.net.eval()

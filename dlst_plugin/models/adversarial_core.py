@@ -26,7 +26,6 @@ Log keys: ``l_g_<term>`` (``pix``, ``percep``, ``gan`` and the model's own), ``l
 ``l_d_fake``, ``l_d_<term>``, ``out_d_real`` / ``out_d_fake`` (mean D outputs).
 """
 import copy
-import os.path as osp
 from collections import OrderedDict
 
 import torch
@@ -127,23 +126,6 @@ class AdversarialModel(BaseModel):
         if load_path:
             self.load_network(self.net_g, load_path, path_opt.get('strict_load_g', True),
                               path_opt.get('param_key_g', self.NETWORK_G_PARAM_KEY))
-
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's ``load_network`` through the plugin's reader (``weights_only=True``, one clear error
-        for a file that is not a checkpoint); ``params_ema`` falls back to ``params`` when absent."""
-        from dlst_plugin.checkpoints import read_checkpoint
-        net = self.get_bare_model(net)
-        ckpt = read_checkpoint(load_path)
-        if param_key not in ckpt and param_key == 'params_ema' and 'params' in ckpt:
-            param_key = 'params'
-        if param_key is not None:
-            if param_key not in ckpt:
-                raise TrainingOptionError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(ckpt)})')
-            ckpt = ckpt[param_key]
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
-        self.logger.info(f'Loading {type(net).__name__} from {load_path} [{param_key}].')
-        self._print_different_keys_loading(net, state, strict)
-        net.load_state_dict(state, strict=strict)
 
     def init_training_settings(self):
         train_opt = core_parts.normalise_loss_options(self.opt['train'], self.logger.warning)
@@ -308,14 +290,10 @@ class AdversarialModel(BaseModel):
         if self.opt.get('rank', 0) != 0:
             return
         from dlst_plugin import training_state
-        from dlst_plugin.checkpoint_meta import META_KEY, network_metadata
-        label = 'latest' if current_iter == -1 else current_iter
-        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
-        saved = training_state.network_state(self, net, param_key)
+        from dlst_plugin.checkpoint_meta import network_metadata
         net_opt = self.opt.get(f'network_{net_label[len("net_"):]}')
-        if net_opt and 'type' in net_opt:
-            saved[META_KEY] = network_metadata(net_opt)
-        training_state.save_with_retries(saved, path, 'network', self.logger.warning)
+        meta = network_metadata(net_opt) if net_opt and 'type' in net_opt else None
+        training_state.save_network(self, net, net_label, current_iter, param_key, self.logger.warning, meta)
 
     def save(self, epoch, current_iter):
         """``net_g_<iter>.pth`` (``params`` and, with EMA, ``params_ema``), ``net_d_<iter>.pth`` and the
