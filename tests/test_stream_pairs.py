@@ -85,9 +85,16 @@ def test_bad_stream_options_are_clear_errors(degrader_ckpt, tmp_path):
         stream(degrader_ckpt, ratio=1.0)
     with pytest.raises(ConfigError, match='unknown keys: degrder'):
         PairStream({'degrader': str(degrader_ckpt), 'degrder': 1}, torch.device('cpu'))
-    torch.save({'params': {}}, tmp_path / 'nometa.pth')
-    with pytest.raises(ConfigError, match='does not say which network'):
-        stream(tmp_path / 'nometa.pth')
+    torch.save({'params': {'conv.weight': torch.zeros(1)}}, tmp_path / 'other.pth')
+    with pytest.raises(ConfigError, match='train.stream_pairs.degrader .*other.pth is not a degrader checkpoint'):
+        stream(tmp_path / 'other.pth')
+
+
+def test_a_degrader_without_metadata_is_read_from_its_shapes(degrader_ckpt, tmp_path):
+    ckpt = torch.load(degrader_ckpt, weights_only=True)
+    torch.save({'params_ema': ckpt['params_ema']}, tmp_path / 'nometa.pth')
+    lq, gt = stream(tmp_path / 'nometa.pth').pairs(2, 1)
+    assert lq.shape == gt.shape == (2, 3, 32, 32)
 
 
 def _model(tmp_path, degrader_ckpt, **stream_opt):

@@ -14,7 +14,6 @@ after an earlier run with a larger one (``--overwrite`` starts again).
 Shards: ``--rank R --world-size W`` (or torchrun's RANK/WORLD_SIZE) makes the pairs with
 ``i % W == R`` into ``OUT/shard{R}of{W}/``; list the shard folders in the dataset options.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -27,15 +26,15 @@ import torch
 from tqdm import tqdm
 
 from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.degrader_files import load_degrader, weights_digest
 from dlst_plugin.errors import ConfigError, InputError, Interrupted
 from dlst_plugin.fileio import atomic_write_text
-from dlst_plugin.model_files import WEIGHTS_ENV, load_checkpoint, resolve_model_path
+from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
 
 SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
 LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is done once its clean face is in
 KEY_DIGITS = 8
 EXIT_INTERRUPTED = 130
-EXPECTED = 'a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and green.* weights'
 EXAMPLE = ('example:\n  dlst-generate-pairs --model experiments/DL_StyleGAN2_512/models/net_g_latest.pth '
            '-o datasets/dl_pairs -n 35000')
 
@@ -92,35 +91,6 @@ def pick_device(name):
     if torch.cuda.is_available():
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
     return torch.device('cpu')
-
-
-def load_degrader(path, weights, truncation, mixing_prob):
-    """A ``CoupledStyleGAN2`` with the weights of a DegradationLearningModel checkpoint."""
-    from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-    from dlst_plugin.checkpoints import CheckpointLayoutError, infer_generator_config
-    ckpt = load_checkpoint(path, EXPECTED)
-    state = ckpt.get(weights)
-    if state is None and weights == 'params_ema':
-        state = ckpt.get('params')
-    if not isinstance(state, dict) or not any(k.startswith('green.') for k in state):
-        raise UsageError(f'--model {path} is not a degrader checkpoint (no green.* weights under {weights!r}); '
-                         f'expected {EXPECTED}')
-    try:
-        config = infer_generator_config({k[len('red.'):]: v for k, v in state.items() if k.startswith('red.')})
-        net = CoupledStyleGAN2(**config, truncation=truncation, mixing_prob=mixing_prob)
-        net.load_state_dict(state, strict=True)
-    except (CheckpointLayoutError, RuntimeError) as err:
-        raise UsageError(f'--model {path} does not fit a CoupledStyleGAN2: {str(err)[:600]}') from None
-    return net.eval().requires_grad_(False), weights_digest(state)
-
-
-def weights_digest(state):
-    """Short hash of a state dict: a resume must use the very weights the first run used."""
-    digest = hashlib.blake2b(digest_size=8)
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def pair_key(index):
@@ -232,8 +202,9 @@ def run(args):
     rank, world = shard_of(args)
     device = pick_device(args.device)
     model = resolve_model_path(args.model, args.weights_dir)
-    net, digest = load_degrader(model, args.weights, args.truncation, args.mixing_prob)
-    net = net.to(device)
+    net, state = load_degrader(model, '--model', args.weights, device=device, truncation=args.truncation,
+                               mixing_prob=args.mixing_prob)
+    digest = weights_digest(state)
     folder = shard_folder(args.output, rank, world)
     if args.overwrite:
         clear_folder(folder)

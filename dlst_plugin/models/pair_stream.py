@@ -9,6 +9,7 @@
       mode: second_order  # or method1 (the paper's Table 3 ablation)
       seed: ~             # default: manual_seed
       degradation: {}     # GFP-GAN degradation keys (DegradedFaceDataset's names); defaults = GFP-GAN's recipe
+      network: ~          # the degrader's network_g options; default: the checkpoint's meta, else its shapes
 
 Every iteration the frozen EMA degrader turns fresh codes into a clean face (red) and a degraded one
 (green); ``second_order`` puts GFP-GAN's degradation on top of the degraded face (input) and keeps the
@@ -37,27 +38,6 @@ def stream_seed(seed, iteration, rank):
     return int(np.random.SeedSequence([int(seed), int(iteration), int(rank)]).generate_state(2, np.uint64)[0] >> 1)
 
 
-def load_degrader(path, device, network_opt=None):
-    """The EMA green network of a ``CoupledStyleGAN2`` checkpoint, frozen, in eval mode, on ``device``."""
-    from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-    from dlst_plugin.checkpoint_meta import read_metadata
-    from dlst_plugin.checkpoints import read_checkpoint
-    ckpt = read_checkpoint(path)
-    meta = read_metadata(ckpt)
-    options = dict(network_opt or {}) or (meta['options'] if meta and meta['arch'] == 'CoupledStyleGAN2' else None)
-    if options is None:
-        raise ConfigError(f'train.stream_pairs.degrader: {path} does not say which network it holds (no '
-                          'CoupledStyleGAN2 metadata); give its network_g options as train.stream_pairs.network')
-    options = {k: v for k, v in options.items() if k not in ('type', 'pretrained')}
-    state = ckpt.get('params_ema') or ckpt.get('params')
-    if not isinstance(state, dict):
-        raise ConfigError(f'train.stream_pairs.degrader: {path} holds no params_ema / params (a degrader checkpoint '
-                          'written by DegradationLearningModel is expected)')
-    net = CoupledStyleGAN2(**options)
-    net.load_state_dict({k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()})
-    return net.to(device).eval().requires_grad_(False)
-
-
 class PairStream:
     """Draws the streamed share of each training batch (see the module docstring)."""
 
@@ -76,7 +56,9 @@ class PairStream:
         self.cfg = FaceDegradation.from_opt(dict(stream_opt.get('degradation') or {}, use_hflip=False))
         self.seed = int(stream_opt['seed'] if stream_opt.get('seed') is not None else default_seed)
         self.device, self.rank = device, rank
-        self.degrader = load_degrader(stream_opt['degrader'], device, stream_opt.get('network'))
+        from dlst_plugin.degrader_files import load_degrader
+        self.degrader = load_degrader(stream_opt['degrader'], 'train.stream_pairs.degrader',
+                                      options=stream_opt.get('network'), device=device)[0]
         self.pool = None  # (lq, gt) tensors of the pool once it holds pairs
         self.pool_count = 0
 
