@@ -54,7 +54,7 @@ def main(argv=None):
 def run_pipeline(kind, argv=None):
     """Run BasicSR's ``train_pipeline`` or ``test_pipeline``: ``error: <message>`` and the error's exit code
     for the plugin's errors (a bad option file: 2; an unusable input or a failed save: 1)."""
-    from dlst_plugin.cli.common import EXIT_CODES, version_text
+    from dlst_plugin.cli.common import EXIT_CODES, report_error, version_text
     from dlst_plugin.errors import DLSTError
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
@@ -69,24 +69,21 @@ def run_pipeline(kind, argv=None):
     pipeline = train.train_pipeline if kind == 'train' else test.test_pipeline
     try:
         pipeline(os.getcwd())
-    except DLSTError as err:
-        _log_error(err)
-        print(f'error: {err}', file=sys.stderr, flush=True)
-        sys.exit(getattr(err, 'exit_code', 1))
-    except KeyboardInterrupt:
-        print('\ninterrupted: the last saved checkpoint is kept; rerun with --auto_resume to continue',
-              file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, DLSTError, OSError) as err:
+        if not isinstance(err, KeyboardInterrupt):
+            _log_error(err, with_traceback=not isinstance(err, DLSTError))
+        sys.exit(report_error(err, 'the last saved checkpoint is kept; rerun with --auto_resume to continue'))
     return 0
 
 
-def _log_error(err):
-    """Put the error in the run's log file too, when BasicSR has set one up."""
+def _log_error(err, with_traceback=False):
+    """Put the error in the run's log file too (with its traceback for an unforeseen ``OSError``), when
+    BasicSR has set one up."""
     import logging
 
     from basicsr.utils import logger as basicsr_logger
     if 'basicsr' in basicsr_logger.initialized_logger:
-        logging.getLogger('basicsr').error(f'error: {err}')
+        logging.getLogger('basicsr').error(f'error: {err}', exc_info=err if with_traceback else None)
 
 
 def _check_option_file():

@@ -96,3 +96,24 @@ def test_help_hides_empty_defaults():
     text = parser.format_help()
     assert 'A\n' in text and '(default: None)' not in text and '(default: 0)' in text
     assert isinstance(parser, argparse.ArgumentParser)
+
+
+@pytest.mark.parametrize('raised, code, line', [
+    (ConfigError('train.x: must be 1'), 2, 'error: train.x: must be 1'),
+    (OSError(28, 'No space left on device'), 1, 'error: [Errno 28] No space left on device'),
+    (KeyboardInterrupt(), 130, 'interrupted: the last saved checkpoint is kept; rerun with --auto_resume'),
+])
+def test_training_pipeline_errors_map_to_the_same_exit_codes(raised, code, line, tmp_path, monkeypatch, capsys):
+    from basicsr import train as basicsr_train
+
+    from dlst_plugin import train
+    (tmp_path / 'o.yml').write_text('name: x\n')
+
+    def failing(root_path):
+        raise raised
+    monkeypatch.setattr(basicsr_train, 'train_pipeline', failing)
+    monkeypatch.setattr('sys.argv', ['dlst-train'])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(['-opt', str(tmp_path / 'o.yml')])
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err.strip().startswith(line)

@@ -80,16 +80,17 @@ def run_command(parser, run, argv=None, interrupted='outputs finished before the
     args = parse_args(parser, argv)
     try:
         code = run(args)
-    except Interrupted as err:
-        print(f'\ninterrupted: {err}', file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print(f'\ninterrupted: {interrupted}', file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except DLSTError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return err.exit_code
-    except OSError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return EXIT_INPUT
+    except (KeyboardInterrupt, DLSTError, OSError) as err:
+        return report_error(err, interrupted)
     return EXIT_OK if code is None else code
+
+
+def report_error(err, interrupted):
+    """Print the one line for ``err`` on stderr and return its exit code: ``interrupted: ...`` (130) for
+    Ctrl-C (``interrupted`` says what was kept, unless the error is an :class:`Interrupted` saying it),
+    ``error: ...`` with the error's code for the plugin's errors, and 1 for an ``OSError``."""
+    if isinstance(err, (KeyboardInterrupt, Interrupted)):
+        print(f'\ninterrupted: {err if isinstance(err, Interrupted) else interrupted}', file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f'error: {err}', file=sys.stderr, flush=True)
+    return err.exit_code if isinstance(err, DLSTError) else EXIT_INPUT
