@@ -101,9 +101,9 @@ class DLSTer:
             if img is None:
                 raise RestoreSetupError('enhance: the image file cannot be read')
         bgr = to_bgr8(img)[0]
-        if has_aligned:
-            crop = cv2.resize(bgr, (self.face_size, self.face_size), interpolation=cv2.INTER_LINEAR)
-            return [crop], self.restorer.restore_faces([crop]), None
+        if has_aligned:  # resized to the face size as dlst-restore --aligned does
+            result = self.restorer.restore_image(bgr, aligned=True)
+            return result.inputs, result.faces, None
         self.restorer.select = 'center' if only_center_face else 'all'
         upscale, background = (self.upscale, self.background(bgr)) if paste_back else (1, None)
         result = self.restorer.restore_image(bgr, upscale=upscale, background=background, require_face=False)
