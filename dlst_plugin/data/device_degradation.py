@@ -47,22 +47,17 @@ _BASE_TABLES = torch.stack([y_table.detach().t(), c_table.detach().t()]).cpu().c
 def blur_kernel(params):
     """The CPU path's blur kernel of ``params``, trimmed as ``image_ops.gaussian_blur`` trims it, zero-padded
     back to ``kernel_size`` x ``kernel_size`` (float32)."""
-    size, tail = params.kernel_size, image_ops.KERNEL_TAIL
+    size = params.kernel_size
+    kernel = image_ops.trimmed_kernel(size, params.sigma_x, params.sigma_y, params.theta or 0.0).astype(np.float32)
     if params.sigma_y is None:  # the CPU path runs it as two 1-D passes of this vector
-        g = image_ops._trimmed_1d(size, params.sigma_x, tail).astype(np.float32)
-        kernel = np.outer(g, g)
-    else:
-        full = image_ops.gaussian_kernel(size, params.sigma_x, params.sigma_y, params.theta or 0.0)
-        kernel = image_ops._trimmed_2d(full, tail).astype(np.float32)
+        kernel = np.outer(kernel, kernel)
     out = np.zeros((size, size), dtype=np.float32)
     c, r = size // 2, kernel.shape[0] // 2
     out[c - r:c + r + 1, c - r:c + r + 1] = kernel
     return out
 
 
-def down_size(height, width, scale):
-    """(h, w) of the downsampled image, as ``image_ops.resize_by`` computes it."""
-    return max(1, int(height // scale)), max(1, int(width // scale))
+down_size = image_ops.shrunk_size  # (h, w) of the downsampled image, as the CPU path's resize_by
 
 
 def _height_width(size):

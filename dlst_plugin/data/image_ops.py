@@ -87,22 +87,34 @@ def _fft_filter(img, kernel):
     return np.ascontiguousarray(out.transpose(1, 2, 0) if out.ndim == 3 else out, dtype=np.float32)
 
 
+def trimmed_kernel(size, sigma_x, sigma_y=None, theta=0.0, tail=KERNEL_TAIL):
+    """The kernel :func:`gaussian_blur` applies, its outer rings holding at most ``tail`` of the mass cut off:
+    isotropic (``sigma_y`` None), the 1-D vector run along both axes; else the 2-D kernel."""
+    if sigma_y is None:
+        return _trimmed_1d(size, sigma_x, tail)
+    return _trimmed_2d(gaussian_kernel(size, sigma_x, sigma_y, theta), tail)
+
+
 def gaussian_blur(img, size, sigma_x, sigma_y=None, theta=0.0, tail=KERNEL_TAIL):
     """Blur with ``gaussian_kernel(size, sigma_x, sigma_y, theta)`` as cv2.filter2D would."""
+    kernel = trimmed_kernel(size, sigma_x, sigma_y, theta, tail)
     if sigma_y is None:
-        g = _trimmed_1d(size, sigma_x, tail).astype(np.float32)
+        g = kernel.astype(np.float32)
         return cv2.sepFilter2D(img, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
-    kernel = _trimmed_2d(gaussian_kernel(size, sigma_x, sigma_y, theta), tail)
     if kernel.shape[0] <= DIRECT_BLUR_MAX_SIZE:
         return cv2.filter2D(img, -1, kernel.astype(np.float32), borderType=cv2.BORDER_REFLECT_101)
     return _fft_filter(img, kernel)
 
 
+def shrunk_size(height, width, scale):
+    """(h, w) after shrinking by ``scale``: GFP-GAN's ``int(side // scale)``, at least 1."""
+    return max(1, int(height // scale)), max(1, int(width // scale))
+
+
 def resize_by(img, scale):
-    """Shrink by ``scale`` with bilinear interpolation, GFP-GAN's ``(int(w // scale), int(h // scale))``."""
-    h, w = img.shape[:2]
-    size = (max(1, int(w // scale)), max(1, int(h // scale)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    """Shrink by ``scale`` with bilinear interpolation to :func:`shrunk_size`."""
+    h, w = shrunk_size(*img.shape[:2], scale)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def add_gaussian_noise(img, sigma, seed):
