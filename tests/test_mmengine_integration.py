@@ -157,7 +157,7 @@ def test_a_name_held_by_another_class_is_a_clear_error():
     assert list(root.module_dict) == ['PureStyleGAN2Generator']  # nothing registered half-way
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', sorted(CONFIG_DIR.rglob('*.py')), ids=lambda p: p.name)
 def test_every_user_path_is_marked_set_me(path):
     lines = path.read_text().splitlines()
     keys = ('_load_path=', 'data_root=', 'data_prefix=', 'ann_file=')
