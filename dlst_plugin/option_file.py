@@ -65,7 +65,7 @@ def read_option_file(path):
             opt = yaml.load(f, Loader=OptionLoader)  # noqa: S506 (a SafeLoader subclass)
     except OSError as err:
         raise ConfigError(f'option file {path} cannot be read ({err.strerror or err})') from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f'{path} is not a valid option file: {err}') from None
     if not isinstance(opt, dict):
         raise ConfigError(f'{path} is not a valid option file: expected keys such as name, model_type, '

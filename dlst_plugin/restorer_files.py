@@ -32,23 +32,22 @@ class RestoreSetupError(ConfigError, RestoreError):
 def read_network_options(opt_path=None):
     """``network_g`` of a BasicSR option file (default: the packaged ``assets/restore_default.yml``, the
     512 px Skip-Transformer), with the files it was initialised from set to None (the checkpoint holds them)."""
-    import yaml
+    from dlst_plugin.checkpoint_meta import INIT_FILE_KEYS
+    from dlst_plugin.option_file import read_option_file
     path = Path(opt_path) if opt_path else DEFAULT_OPT
     if not path.is_file():
         raise RestoreSetupError(f'--opt {path}: option file not found' if opt_path else
                                 f'the packaged default option file {path} is missing (reinstall dlst-plugin, '
                                 'or pass --opt X.yml whose network_g matches the checkpoint)')
     try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RestoreSetupError(f'--opt {path} is not a valid YAML option file: {str(err).splitlines()[0]}') \
-            from None
-    network = opt.get('network_g') if isinstance(opt, dict) else None
+        opt = read_option_file(path)  # the plugin's loader: BasicSR's !!python tags read, none evaluated
+    except ConfigError as err:
+        raise RestoreSetupError(f'--opt {str(err).splitlines()[0]}') from None
+    network = opt.get('network_g')
     if not isinstance(network, dict) or 'type' not in network:
         raise RestoreSetupError(f'--opt {path} has no network_g with a type (the restorer to build)')
     network = copy.deepcopy(network)
-    for key in ('decoder_load_path', 'bank_load_path'):
+    for key in INIT_FILE_KEYS:
         if key in network:
             network[key] = None  # the restorer checkpoint holds the decoder (ST, GFP-GAN) or bank (GLEAN)
     return network
@@ -138,13 +137,10 @@ def face_sizes(network_opt, net=None):
 
 def resolve_device(device='auto', dtype='float32'):
     """(torch.device, torch.dtype); float16 needs CUDA, bfloat16 works on both."""
-    device = str(device) if isinstance(device, torch.device) else device
-    if device in ('auto', None):
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise RestoreSetupError(f'--device {device}: no CUDA device is available (use --device cpu or auto)')
+    from dlst_plugin.devices import pick_device
+    device = pick_device(device, error=RestoreSetupError)
     if dtype not in DTYPES:
         raise RestoreSetupError(f'--dtype {dtype!r}: choose one of {sorted(DTYPES)}')
-    if dtype == 'float16' and not device.startswith('cuda'):
+    if dtype == 'float16' and device.type != 'cuda':
         raise RestoreSetupError('--dtype float16 runs on CUDA only; on CPU use bfloat16 or float32')
-    return torch.device(device), DTYPES[dtype]
+    return device, DTYPES[dtype]

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
 from dlst_plugin.degrader_files import load_degrader, weights_digest
+from dlst_plugin.devices import pick_device
 from dlst_plugin.errors import ConfigError, InputError, Interrupted
 from dlst_plugin.fileio import atomic_write_text
 from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
@@ -34,7 +35,6 @@ from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
 SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
 LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is done once its clean face is in
 KEY_DIGITS = 8
-EXIT_INTERRUPTED = 130
 EXAMPLE = ('example:\n  dlst-generate-pairs --model experiments/DL_StyleGAN2_512/models/net_g_latest.pth '
            '-o datasets/dl_pairs -n 35000')
 
@@ -77,20 +77,6 @@ def shard_of(args):
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f'--rank must be in [0, --world-size); got rank {rank}, world size {world}')
     return rank, world
-
-
-def pick_device(name):
-    if name != 'auto':
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise UsageError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
-        if device.type == 'cuda' and not torch.cuda.is_available():
-            raise UsageError(f'--device {name}: CUDA is not available here')
-        return device
-    if torch.cuda.is_available():
-        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    return torch.device('cpu')
 
 
 def pair_key(index):
@@ -200,7 +186,7 @@ def run(args):
     if args.count < 1 or args.batch_size < 1 or args.encode_threads < 1 or args.commit_every < 1:
         raise UsageError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
     rank, world = shard_of(args)
-    device = pick_device(args.device)
+    device = pick_device(args.device, error=UsageError)
     model = resolve_model_path(args.model, args.weights_dir)
     net, state = load_degrader(model, '--model', args.weights, device=device, truncation=args.truncation,
                                mixing_prob=args.mixing_prob)
