@@ -262,8 +262,8 @@ def check_args(args, methods):
 
 def build_scorers(args, metrics):
     """(NIQE scorers, FID Inception and reference statistics or Nones, PSNR/SSIM, LPIPS) for ``metrics``."""
-    import torch
 
+    from dlst_plugin.devices import pick_device
     from dlst_plugin.metrics import fid as fid_metric
     from dlst_plugin.metrics.niqe import build_niqe_backends, pyiqa_available
     from dlst_plugin.metrics.paired import LPIPS, PSNRSSIM
@@ -272,11 +272,11 @@ def build_scorers(args, metrics):
     scorers = build_niqe_backends(backends) if 'niqe' in metrics else []
     inception = reference = None
     if 'fid' in metrics or args.save_stats:
-        device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
+        device = pick_device(args.device)
         inception = fid_metric.FIDInception(args.inception_weights, args.weights_dir, args.fid_dims,
                                             args.inception_random_init, args.batch_size, device)
         reference = reference_statistics(args, inception)
-    paired = PSNRSSIM(args.paired_channel) if {'psnr', 'ssim'} & set(metrics) else None
+    paired = PSNRSSIM(args.paired_channel, metrics) if {'psnr', 'ssim'} & set(metrics) else None
     lpips_net = LPIPS() if 'lpips' in metrics else None
     return scorers, inception, reference, paired, lpips_net
 
@@ -332,8 +332,6 @@ def run(args, argv):
     for name, folder in methods:
         record = evaluate_method(name, folder, listings[name], gt_images, scorers,
                                  inception if 'fid' in metrics else None, paired, lpips_net)
-        if paired:  # only the asked-for ones of psnr/ssim
-            record['metrics'] = {k: v for k, v in record['metrics'].items() if k in metrics or k.startswith('niqe')}
         if 'fid' in metrics:
             add_fid(record, inception, reference)
         records.append(record)

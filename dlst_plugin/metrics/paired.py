@@ -12,14 +12,13 @@ PAIRED_CHANNELS = ('rgb', 'y')
 
 
 class PSNRSSIM:
-    """PSNR and SSIM of a restored image against its ground truth (both BGR uint8, same size)."""
+    """PSNR and/or SSIM (``keys``) of a restored image against its ground truth (both BGR uint8, same size)."""
 
-    keys = ('psnr', 'ssim')
-
-    def __init__(self, channel='rgb'):
+    def __init__(self, channel='rgb', keys=('psnr', 'ssim')):
         if channel not in PAIRED_CHANNELS:
             raise ConfigError(f'--paired-channel: channel must be one of {PAIRED_CHANNELS}, got {channel!r}')
         import basicsr
+        self.keys = tuple(k for k in ('psnr', 'ssim') if k in keys)
         self.test_y_channel = channel == 'y'
         self.backend = {
             key: f'basicsr {basicsr.__version__} calculate_{key}(crop_border=0, test_y_channel={self.test_y_channel})'
@@ -29,8 +28,8 @@ class PSNRSSIM:
     def __call__(self, restored, gt):
         from basicsr.metrics import calculate_psnr, calculate_ssim
         kwargs = dict(crop_border=0, input_order='HWC', test_y_channel=self.test_y_channel)
-        return {'psnr': float(calculate_psnr(restored, gt, **kwargs)),
-                'ssim': float(calculate_ssim(restored, gt, **kwargs))}
+        measure = {'psnr': calculate_psnr, 'ssim': calculate_ssim}
+        return {key: float(measure[key](restored, gt, **kwargs)) for key in self.keys}
 
 
 def lpips_unavailable_reason():
