@@ -236,10 +236,24 @@ class AdversarialModel(BaseModel):
             control.end_window()
         if stepped and self.ema_decay > 0:
             self.ema.update(self.ema_decay)
-        log['nonfinite_steps'] = torch.tensor(float(sum(control.skipped.values())))
-        self.log_dict = self.reduce_loss_dict(log)
-        if self.device.type == 'cuda':  # this process's high-water mark, in the log line
-            self.log_dict['peak_mem_gb'] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        log['nonfinite_steps'] = torch.tensor(float(sum(control.skipped.values())), device=self.device)
+        self._step_log, self._read_log = log, None
+
+    @property
+    def log_dict(self):
+        """The last step's log as numbers, averaged over the processes under DDP. Reduced when read (BasicSR
+        reads it every ``logger.print_freq`` iterations, on every rank), in one stack and one transfer, so
+        a training step spends no device sync on its log."""
+        if self._read_log is None:
+            keys = list(self._step_log)
+            values = torch.stack([self._step_log[k].float().mean() for k in keys]) if keys else torch.zeros(0)
+            if self.opt['dist'] and keys:
+                torch.distributed.all_reduce(values)
+                values /= self.opt['world_size']
+            self._read_log = OrderedDict(zip(keys, values.tolist()))
+            if self.device.type == 'cuda':  # this process's high-water mark, in the log line
+                self._read_log['peak_mem_gb'] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return self._read_log
 
     def generator_losses(self, fake):
         """{log key: loss} of the generator step (adversarial term through the bare, frozen D)."""
