@@ -168,12 +168,6 @@ def patch_train_pipeline():
     train.init_tb_loggers = init_tb_loggers
 
 
-def load_training_state(path):
-    """Read a BasicSR ``.state`` file onto the current device, without unpickling code."""
-    from dlst_plugin.training_state import read_training_state
-    return read_training_state(path)
-
-
 def patch_save_network():
     """basicsr.models.base_model.BaseModel.save_network writes ``net_*_N.pth`` in place with
     torch.save (a kill mid-write leaves a truncated file under the final name) and, after three

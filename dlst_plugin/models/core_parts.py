@@ -117,9 +117,9 @@ class EMA:
     @torch.no_grad()
     def update(self, decay):
         if self.ema:
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.live], 1 - decay)
-        for a, b in zip(self.ema_buffers, self.live_buffers):
-            a.copy_(b)
+            torch._foreach_lerp_(self.ema, self.live, 1 - decay)
+        if self.ema_buffers:
+            torch._foreach_copy_(self.ema_buffers, self.live_buffers)
 
 
 @contextlib.contextmanager

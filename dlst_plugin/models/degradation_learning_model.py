@@ -85,15 +85,18 @@ class DegradationLearningModel(AdversarialModel):
     def real_images(self):
         return self.real_lq
 
-    def discriminator_extra_due(self, current_iter):
+    def r1_settings(self):
+        """(weight, every): ``train.r1_reg_weight`` (default 10) and ``train.net_d_reg_every`` (default 16)."""
         train_opt = self.opt['train']
-        weight, every = option(train_opt, 'r1_reg_weight', 10), option(train_opt, 'net_d_reg_every', 16)
+        return option(train_opt, 'r1_reg_weight', 10), option(train_opt, 'net_d_reg_every', 16)
+
+    def discriminator_extra_due(self, current_iter):
+        weight, every = self.r1_settings()
         return weight > 0 and current_iter % every == 0
 
     def extra_discriminator_terms(self, real, real_pred, current_iter):
         """Lazy R1 (StyleGAN2): ``weight / 2 * |grad D(real)|^2``, scaled by the interval it runs at."""
-        train_opt = self.opt['train']
-        weight, every = option(train_opt, 'r1_reg_weight', 10), option(train_opt, 'net_d_reg_every', 16)
+        weight, every = self.r1_settings()
         grad = self.input_gradient(real_pred, real)
         return {'r1': weight / 2 * grad.float().pow(2).flatten(1).sum(1).mean() * every}
 

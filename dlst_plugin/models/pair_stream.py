@@ -46,9 +46,10 @@ class PairStream:
         if unknown or not stream_opt.get('degrader'):
             raise ConfigError(f'train.stream_pairs: needs degrader (a CoupledStyleGAN2 checkpoint); unknown keys: '
                               f'{", ".join(unknown) or "none"}; known: {", ".join(STREAM_KEYS)}')
-        self.ratio = float(stream_opt.get('ratio', 0.5))
-        self.queue_size = int(stream_opt.get('queue_size') or 0)
-        self.mode = stream_opt.get('mode', 'second_order')
+        from dlst_plugin.models.core_parts import option
+        self.ratio = float(option(stream_opt, 'ratio', 0.5))
+        self.queue_size = int(option(stream_opt, 'queue_size', 0))
+        self.mode = option(stream_opt, 'mode', 'second_order')
         if not 0 < self.ratio < 1 or self.mode not in MODES or self.queue_size < 0:
             raise ConfigError(f'train.stream_pairs: ratio must be in (0, 1), mode one of {", ".join(MODES)}, '
                               f'queue_size >= 0; got {self.ratio}, {self.mode!r}, {self.queue_size}')
@@ -106,6 +107,7 @@ class PairStream:
             return lq, gt
         generator = torch.Generator(self.device).manual_seed(stream_seed(self.seed + 1, iteration, self.rank))
         order = torch.randperm(self.pool_count, generator=generator, device=self.device)
-        out = self.pool[0][order[:n]].clone(), self.pool[1][order[:n]].clone()
-        self.pool[0][order[:n]], self.pool[1][order[:n]] = lq, gt
+        taken = order[:n]
+        out = self.pool[0][taken], self.pool[1][taken]  # index tensors gather into new tensors: no clone needed
+        self.pool[0][taken], self.pool[1][taken] = lq, gt
         return out

@@ -105,7 +105,8 @@ class StepControl:
         scaler = self.scalers[name]
         if scaler is not None:
             scaler.unscale_(optimizer)
-        norm = self._grad_norm(params)
+        # the norm serves the finiteness check (no scaler) and clipping; a scaler finds overflow itself
+        norm = self._grad_norm(params) if scaler is None or self.grad_clip is not None else None
         finite = self.finite[name] if self.finite[name] is not None else torch.tensor(True)
         self.finite[name] = None
         ok = bool((finite & torch.isfinite(norm)).item()) if scaler is None else bool(finite.item())
