@@ -199,16 +199,13 @@ def run_restorer(out, run, s, size):
 
 
 def run_evaluation(out, run):
-    from dlst_plugin.cli.demo_data import write_face_regions
-    from dlst_plugin.metrics.niqe import pyiqa_available
+    from dlst_plugin.cli.demo_data import ALIGNED_METHODS, REGION_METHODS, write_face_regions
     regions = write_face_regions(out)
-    run('evaluate', 'dlst_plugin.cli.evaluate',
-        '--restored', f'real LQ faces (aligned)={out / "real_lq"}',
-        '--restored', f'restored faces (aligned)={out / "restored" / "restored_faces"}',
-        '--restored', f'input photos, face regions={regions["input"]}',
-        '--restored', f'restored photos, face regions={regions["restored"]}',
-        '--metrics', 'niqe', '--niqe-backend', 'both' if pyiqa_available() else 'basicsr',
-        '--out', out / 'evaluation')
+    folders = [out / 'real_lq', out / 'restored' / 'restored_faces', regions['input'], regions['restored']]
+    restored = [arg for name, folder in zip(ALIGNED_METHODS + REGION_METHODS, folders)
+                for arg in ('--restored', f'{name}={folder}')]
+    # NIQE from BasicSR, and from pyiqa too where it is installed (dlst-evaluate's --niqe-backend auto)
+    run('evaluate', 'dlst_plugin.cli.evaluate', *restored, '--metrics', 'niqe', '--out', out / 'evaluation')
 
 
 def stage_steps(out, photos, args, s):

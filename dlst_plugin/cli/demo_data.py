@@ -14,6 +14,9 @@ from dlst_plugin.image_files import list_images
 # the in-the-wild photos: each face is made this wide (detector box, px), the size of real LQ faces in
 # crowd photos (paper 4.1: <= 40 px); aligned to the FFHQ template a face fills about 2x its box, so the
 # restorer's 64 px faces are pasted back at 0.6-1x: never enlarged, so never blurrier for being enlarged
+# the four folders the demo's evaluation scores, by their method labels in evaluation/metrics.json
+ALIGNED_METHODS = ('real LQ faces (aligned)', 'restored faces (aligned)')
+REGION_METHODS = ('input photos, face regions', 'restored photos, face regions')
 WILD_FACE_WIDTH = (20.0, 30.0)
 HQ_SCALE = (0.8, 1.2)  # the HQ photos: mild rescaling only (aligned faces come out larger than 64 px)
 REGION_SCALE = 2.0  # face region scored by NIQE: a square 2x the detector box, about what the restorer pastes

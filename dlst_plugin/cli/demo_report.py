@@ -7,11 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dlst_plugin.cli.demo_data import REGION_METHODS
 from dlst_plugin.cli.demo_plots import fit_curve, plot_png, training_curves
 from dlst_plugin.image_files import list_images
 
-REGION_METHODS = ('input photos, face regions', 'restored photos, face regions')
-ALIGNED_METHODS = ('real LQ faces (aligned)', 'restored faces (aligned)')
 CSS = ('body{font-family:sans-serif;max-width:1150px;margin:auto;padding:0 1em}img{max-width:100%}'
        'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}'
        'th:first-child,td:first-child{text-align:left}.look{background:#f3f6fa;border-left:4px solid #4a78b0;'
@@ -60,7 +59,8 @@ def lmdb_images(path, limit=8):
     import lmdb
     if not (Path(path) / 'data.mdb').is_file():
         return []
-    keys = [line.split(' ')[0].rsplit('.', 1)[0] for line in (Path(path) / 'meta_info.txt').read_text().splitlines()]
+    from dlst_plugin.data.face_image_source import read_lmdb_keys
+    keys = read_lmdb_keys(str(path))
     env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
     with env.begin() as txn:
         images = [cv2.imdecode(np.frombuffer(txn.get(k.encode()), np.uint8), cv2.IMREAD_COLOR)
@@ -312,8 +312,9 @@ def restore_section(out, metrics):
 # --- the page ----------------------------------------------------------------------------------------
 
 def timings(out):
+    from dlst_plugin.cli.demo import STAGES
     rows, total = '', 0.0
-    for stage in ('photos', 'real_lq', 'hq', 'prior', 'degrader', 'pairs', 'restorer', 'restore', 'evaluate'):
+    for stage in (s for s in STAGES if s != 'report'):
         marker = out / 'stages' / f'{stage}.done'
         if marker.is_file():
             lines = marker.read_text().splitlines()

@@ -55,13 +55,8 @@ def format_table(methods):
     return '\n'.join(lines)
 
 
-def write_atomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file, so a failed run leaves the old file whole."""
-    atomic_write_text(path, text)
-
-
 def write_json(path, payload):
-    write_atomically(path, json.dumps(payload, indent=2, sort_keys=False) + '\n')
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + '\n')
 
 
 def thumbnail_data_uri(img_bgr, height=THUMBNAIL_HEIGHT, quality=85):
@@ -133,4 +128,4 @@ def write_html(path, payload, thumbnail_columns, thumbnail_rows):
         + (f'<ul class="small">{notes}</ul>' if notes else '')
         + f'<h2>How each number was computed</h2>{_html_provenance(methods)}'
         f'<h2>Side by side</h2>{_html_thumbnails(thumbnail_columns, thumbnail_rows)}</body></html>\n')
-    write_atomically(path, page)
+    atomic_write_text(path, page)
