@@ -23,6 +23,7 @@ as GFP-GAN does.
 import copy
 
 import numpy as np
+import scipy.fft
 import torch
 from basicsr.utils.diffjpeg import DiffJPEG, c_table, y_table
 from basicsr.utils.img_process_util import filter2D
@@ -163,23 +164,11 @@ def _blur(img, kernels):
         return filter2D(img, kernels)
     height, width = img.shape[-2:]
     padded = img[:, :, _reflect101(height, r, img.device)][:, :, :, _reflect101(width, r, img.device)]
-    shape = [_fast_length(n) for n in padded.shape[-2:]]
+    shape = [scipy.fft.next_fast_len(n, real=True) for n in padded.shape[-2:]]  # no prime factor above 5
     # correlation is convolution with the mirrored kernel; the circular wrap-around only reaches the padding
     spectrum = torch.fft.rfft2(padded, s=shape) * torch.fft.rfft2(kernels.flip(-2, -1)[:, None], s=shape)
     out = torch.fft.irfft2(spectrum, s=shape)
     return out[..., 2 * r:2 * r + height, 2 * r:2 * r + width].contiguous()
-
-
-def _fast_length(n):
-    """The smallest length >= n with no prime factor above 5."""
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
 
 
 def _reflect101(n, r, device):
