@@ -153,7 +153,6 @@ class SkipTransformer(nn.Module):
         noise = None if self.training else self.decoder.fixed_noise()
 
         def skip_hook(resolution, feature):
-            resolution = int(resolution)  # a tensor while tracing
             layer = self.skips[str(resolution)] if resolution in self.skip_resolutions else None
             if layer is None:
                 return feature

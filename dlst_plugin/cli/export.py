@@ -20,7 +20,6 @@ ONNX needs the ``onnx`` package and its check ``onnxruntime`` (``pip install 'dl
 without them the other formats still run and the missing part says what to install.
 Exported files are written atomically and replace files of the same name.
 """
-import contextlib
 import importlib.util
 import json
 import sys
@@ -69,35 +68,6 @@ def build_parser():
     return p
 
 
-@contextlib.contextmanager
-def traceable(net):
-    """Make a SkipTransformer traceable while exporting.
-
-    Under tracing ``tensor.shape[-1]`` is a tensor, so the encoder's {resolution: feature} dict
-    and the skip hook's resolution lookups get tensor keys and fail; here both are turned back
-    into ints (constants of the traced graph; the input size is fixed anyway). Other networks
-    are left alone."""
-    encoder, decoder = getattr(net, 'encoder', None), getattr(net, 'decoder', None)
-    if encoder is None or not hasattr(decoder, 'synthesis'):
-        yield net
-        return
-    encoder_forward, synthesis = encoder.forward, decoder.synthesis
-
-    def int_key_encoder(x):
-        features, w = encoder_forward(x)
-        return {int(res): feat for res, feat in features.items()}, w
-
-    def int_key_synthesis(latent, noise=None, feature_hook=None, dtype=None):
-        hook = None if feature_hook is None else (lambda res, feat: feature_hook(int(res), feat))
-        return synthesis(latent, noise, feature_hook=hook, dtype=dtype)
-
-    encoder.forward, decoder.synthesis = int_key_encoder, int_key_synthesis
-    try:
-        yield net
-    finally:
-        del encoder.forward, decoder.synthesis  # back to the class methods
-
-
 def sample_input(args, size):
     """(batch, 3, size, size) in [-1, 1]: the --sample face (RGB) or seeded noise."""
     if args.sample:
@@ -113,7 +83,7 @@ def sample_input(args, size):
 
 
 def export_torchscript(net, x, check, reference, path, meta):
-    with traceable(net), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer warnings (shape constants: the graph is fixed-size), deprecations
         traced = torch.jit.trace(net, x, check_trace=False)
         with atomic_path(path) as tmp:
@@ -129,7 +99,7 @@ def export_onnx(net, x, check, reference, path, opset, meta):
     if importlib.util.find_spec('onnx') is None:
         raise MissingPackageError(f'ONNX export needs the onnx package, which is not installed: {ONNX_HINT}')
     import onnx
-    with traceable(net), warnings.catch_warnings(), atomic_path(path) as tmp:
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter('ignore')
         torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=['input'],
                           output_names=['output'])
