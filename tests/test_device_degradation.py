@@ -250,3 +250,10 @@ def test_dataset_option_is_known_and_checked(faces_dir):
     with pytest.raises(ValueError, match='degradation_on_device'):
         DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device='yes'))
     assert 'lq' in DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device=False))[0]
+
+
+@pytest.mark.parametrize('norm', [{'mean': None, 'std': None}, {'mean': [0.485, 0.456, 0.406]}])
+def test_device_degradation_refuses_a_normalisation_the_model_cannot_undo(faces_dir, norm):
+    with pytest.raises(ValueError, match='degradation_on_device needs mean and std'):
+        DegradedFaceDataset(dataset_opt(faces_dir, **norm))
+    assert 'lq' in DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device=False, **norm))[0]

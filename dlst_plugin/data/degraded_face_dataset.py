@@ -26,6 +26,10 @@ LOADER_OPTIONS = ('use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'da
 GFPGAN_COMPONENT_OPTIONS = ('crop_components', 'component_path', 'eye_enlarge_ratio')
 
 
+def _is_half(values):
+    return values is not None and all(float(v) == 0.5 for v in values)
+
+
 def image_to_tensor(img, mean=None, std=None):
     """float32 BGR HxWxC -> RGB CxHxW tensor, normalised as ``(x - mean) / std`` when given."""
     if img.ndim == 2:
@@ -116,6 +120,9 @@ class DegradedFaceDataset(data.Dataset):
         if not isinstance(self.on_device, bool):
             raise ValueError(f'DegradedFaceDataset: degradation_on_device must be true or false, '
                              f'got {self.on_device!r}')
+        if self.on_device and not (_is_half(self.mean) and _is_half(self.std)):
+            raise ValueError('DegradedFaceDataset: degradation_on_device needs mean and std [0.5, 0.5, 0.5] (the '
+                             f'model maps gt from [-1, 1] back to [0, 1] to degrade it); got {self.mean}, {self.std}')
         logger = get_root_logger()
         if opt.get('crop_components'):
             logger.warning('DegradedFaceDataset returns no facial component boxes; crop_components is ignored.')
