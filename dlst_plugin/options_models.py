@@ -254,8 +254,8 @@ def check_metric(checker, where, block):
 
 
 def check_dataset(checker, where, ds):
-    """``type`` is registered; the data roots (and keys read with ``[]``) the type needs are present. The
-    dataset checks its other keys itself when it is built."""
+    """``type`` is registered; the data roots (and keys read with ``[]``) the type needs are present; with
+    a class that lists its keys in ``OPTIONS`` (the plugin's datasets), every other key is one of them."""
     from basicsr.utils.registry import DATASET_REGISTRY
 
     from dlst_plugin.options_check import present
@@ -272,7 +272,7 @@ def check_dataset(checker, where, ds):
     for key in needed:
         if not present(ds.get(key)):
             checker.problem(f'{where}.{key}', f'missing: {cls.__name__} needs it')
-    known = getattr(cls, 'OPTIONS', None)  # a dataset class may list its keys; then typos are caught here too
+    known = getattr(cls, 'OPTIONS', None)
     if known:
         for key in ds:
             if key not in known and key not in ('phase', 'scale'):

@@ -86,6 +86,7 @@ def test_misspelt_keys_are_named(dotted, wrong, expected):
     ('train.total_iter', 0, 'must be > 0, got 0'),
     ('datasets.train.batch_size_per_gpu', 0, 'must be >= 1, got 0'),
     ('datasets.train.dataroot_gt', None, 'missing: DegradedFaceDataset needs it'),
+    ('datasets.train.degradation_on_devic', True, 'unknown key; did you mean degradation_on_device?'),
     ('datasets.train.type', 'DegradedFaceDatset', "unknown dataset type 'DegradedFaceDatset'; did you mean "
                                                    'DegradedFaceDataset?'),
     ('network_g.attentoin', True, "SkipTransformer takes no argument 'attentoin'; did you mean attention?"),

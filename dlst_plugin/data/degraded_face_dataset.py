@@ -55,11 +55,13 @@ def resize_square(img, size):
     return out if shrink else np.clip(out, 0.0, 1.0, out=out)
 
 
-def _check_known_options(opt):
-    known = set(DATASET_OPTIONS + LOADER_OPTIONS + GFPGAN_COMPONENT_OPTIONS + FaceDegradation.option_names())
-    for key in opt:
-        if key not in known:
-            raise ValueError(f'DegradedFaceDataset: unknown option {key!r}; known options: {", ".join(sorted(known))}')
+def check_known_options(cls, opt):
+    """ValueError naming the first key of ``opt`` that is not in ``cls.OPTIONS`` (the option check of
+    ``dlst-train`` reads the same ``OPTIONS`` to name misspelt keys before anything is built)."""
+    unknown = sorted(set(opt) - set(cls.OPTIONS))
+    if unknown:
+        raise ValueError(f'{cls.__name__}: unknown option {unknown[0]!r}; known options: '
+                         f'{", ".join(sorted(cls.OPTIONS))}')
 
 
 def _check_norm(opt, key):
@@ -96,9 +98,11 @@ class DegradedFaceDataset(data.Dataset):
     every validation of a run sees the same degraded inputs, so its metrics compare along the run.
     """
 
+    OPTIONS = DATASET_OPTIONS + LOADER_OPTIONS + GFPGAN_COMPONENT_OPTIONS + FaceDegradation.option_names()
+
     def __init__(self, opt):
         super().__init__()
-        _check_known_options(opt)
+        check_known_options(type(self), opt)
         self.opt = opt
         self.degradation = FaceDegradation.from_opt(opt, strict=False)
         self.mean = _check_norm(opt, 'mean')

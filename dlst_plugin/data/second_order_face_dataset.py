@@ -23,14 +23,18 @@ from torch.utils import data
 
 from dlst_plugin.data import image_ops
 from dlst_plugin.data.degradations import FaceDegradation, degrade
-from dlst_plugin.data.degraded_face_dataset import DegradedFaceDataset, image_to_tensor, resize_square
+from dlst_plugin.data.degraded_face_dataset import (
+    LOADER_OPTIONS,
+    DegradedFaceDataset,
+    check_known_options,
+    image_to_tensor,
+    resize_square,
+)
 from dlst_plugin.data.face_image_source import FaceImageSource
 
 MODES = ('second_order', 'method1')
 OWN_OPTIONS = ('name', 'type', 'phase', 'scale', 'mode', 'dataroot_clean', 'dataroot_degraded', 'dataroot_hq',
-               'ratio', 'io_backend', 'out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'use_shuffle',
-               'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
-               'num_prefetch_queue', 'pin_memory', 'persistent_workers')
+               'ratio', 'io_backend', 'out_size', 'mean', 'std', 'seed', 'skip_bad_images') + LOADER_OPTIONS
 SHARED_WITH_DEGRADED_FACE = ('out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'phase')
 
 
@@ -152,13 +156,11 @@ class SecondOrderFaceDataset(data.Dataset):
     is the smallest that shows every image of both sources once.
     """
 
+    OPTIONS = OWN_OPTIONS + FaceDegradation.option_names()
+
     def __init__(self, opt):
         super().__init__()
-        known = set(OWN_OPTIONS) | set(FaceDegradation.option_names())
-        unknown = sorted(set(opt) - known)
-        if unknown:
-            raise ValueError(f'SecondOrderFaceDataset: unknown option {unknown[0]!r}; '
-                             f'known: {", ".join(sorted(known))}')
+        check_known_options(type(self), opt)
         self.mode = opt.get('mode', 'second_order')
         if self.mode not in MODES:
             raise ValueError(f'SecondOrderFaceDataset: mode must be one of {MODES}, got {self.mode!r}')

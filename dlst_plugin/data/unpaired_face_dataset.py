@@ -10,13 +10,12 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from dlst_plugin.data.degraded_face_dataset import image_to_tensor, resize_square
+from dlst_plugin.data.degraded_face_dataset import LOADER_OPTIONS, check_known_options, image_to_tensor, resize_square
 from dlst_plugin.data.face_image_source import FaceImageSource
 
 GENERATOR_RANGE_MEAN_STD = [0.5, 0.5, 0.5]  # (x - 0.5) / 0.5: [0, 1] -> [-1, 1], the generator's range
 OPTIONS = ('name', 'type', 'phase', 'scale', 'dataroot_lq', 'io_backend', 'out_size', 'use_hflip', 'mean', 'std',
-           'skip_bad_images', 'use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
-           'prefetch_mode', 'num_prefetch_queue', 'pin_memory', 'persistent_workers')
+           'skip_bad_images') + LOADER_OPTIONS
 
 
 @DATASET_REGISTRY.register()
@@ -33,11 +32,11 @@ class UnpairedFaceDataset(data.Dataset):
         skip_bad_images (bool): log and skip unreadable files instead of stopping (default false).
     """
 
+    OPTIONS = OPTIONS
+
     def __init__(self, opt):
         super().__init__()
-        unknown = sorted(set(opt) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f'UnpairedFaceDataset: unknown option {unknown[0]!r}; known: {", ".join(OPTIONS)}')
+        check_known_options(type(self), opt)
         out_size = opt.get('out_size')
         if not isinstance(out_size, int) or isinstance(out_size, bool) or out_size < 1:
             raise ValueError(f'UnpairedFaceDataset: out_size must be the generator size (a positive integer), '
