@@ -111,18 +111,56 @@ def degrade_batch(gt, packed, noise=None, generator=None):
     sample's result does not depend on the rest of its batch.
     """
     host = _check(gt, packed)
-    device = gt.device
-    dev = {key: host[key].to(device) for key in ('hflip', 'gray', 'gt_gray', 'colour_shift', 'jitter_factors')}
+    # the control flow reads the host copy; the device gets its values and index lists in two copies in all
+    dev = _device_values(host, gt.device)
+    groups = _size_groups(host['down_size'])
+    jpeg_on = [[j for j, i in enumerate(members) if host['jpeg_quality'][i] >= 0] for _, members in groups]
+    jitter = _jitter_members(host)
+    index = _index_slices([m for _, m in groups] + jpeg_on + [m for _, _, m in jitter], gt.device)
+    k = len(groups)
+    group_index, jpeg_index, jitter_index = index[:k], index[k:2 * k], index[2 * k:]
     gt = gt.float()
     gt = torch.where(_per_sample(dev['hflip']), gt.flip(-1), gt).contiguous()
     lq = _blur(gt, host['kernel'])
-    lq = _resample_noise_jpeg(lq, host, noise, generator)
+    lq = _resample_noise_jpeg(lq, host, dev, zip(groups, group_index, jpeg_index), noise, generator)
     shift = dev['colour_shift'][:, :, None, None]
     lq = torch.where(_per_sample((shift != 0).any(1)), (lq + shift).clamp(0, 1), lq)
-    lq = torch.where(_per_sample(dev['gray']), _gray(lq), lq)
-    gt = torch.where(_per_sample(dev['gray'] & dev['gt_gray']), _gray(gt), gt)
-    lq = _jitter(lq, host, dev['jitter_factors'])
+    if host['gray'].any():
+        lq = torch.where(_per_sample(dev['gray']), _gray(lq), lq)
+    if (host['gray'] & host['gt_gray']).any():
+        gt = torch.where(_per_sample(dev['gray'] & dev['gt_gray']), _gray(gt), gt)
+    lq = _jitter(lq, zip(jitter, jitter_index), dev['jitter_factors'])
     return quantize(lq), gt
+
+
+def _device_values(host, device):
+    """The per-sample values the device computes with (flags, shifts, jitter factors, noise levels, JPEG
+    tables), moved in one copy: {name: view of one (B, K) float tensor}."""
+    n = host['hflip'].shape[0]
+    columns = {'hflip': host['hflip'][:, None], 'gray': host['gray'][:, None], 'gt_gray': host['gt_gray'][:, None],
+               'colour_shift': host['colour_shift'], 'jitter_factors': host['jitter_factors'],
+               'noise_sigma': host['noise_sigma'][:, None],
+               'jpeg_tables': libjpeg_tables(host['jpeg_quality']).reshape(n, -1)}  # integers: exact in float32
+    moved = torch.cat([c.float() for c in columns.values()], 1).to(device)
+    out, start = {}, 0
+    for name, column in columns.items():
+        out[name] = moved[:, start:start + column.shape[1]]
+        start += column.shape[1]
+    for flag in ('hflip', 'gray', 'gt_gray'):
+        out[flag] = out[flag][:, 0] > 0.5
+    out['noise_sigma'] = out['noise_sigma'][:, 0]
+    out['jpeg_tables'] = out['jpeg_tables'].reshape(n, 2, 8, 8)
+    return out
+
+
+def _index_slices(lists, device):
+    """Each index list as a device tensor: slices of one tensor moved in one copy."""
+    flat = torch.tensor([i for members in lists for i in members], dtype=torch.int64).to(device)
+    out, start = [], 0
+    for members in lists:
+        out.append(flat[start:start + len(members)])
+        start += len(members)
+    return out
 
 
 def quantize(img):
@@ -189,14 +227,14 @@ def _size_groups(down_sizes):
     return list(groups.items())
 
 
-def _resample_noise_jpeg(lq, host, noise, generator):
-    """Downsample, add noise, JPEG-code and resize back, one group of equal downsampled size at a time."""
+def _resample_noise_jpeg(lq, host, dev, groups, noise, generator):
+    """Downsample, add noise, JPEG-code and resize back, one group of equal downsampled size at a time;
+    ``groups``: ((size, members), device index of the members, device positions of its JPEG-coded ones)."""
     height, width = lq.shape[-2:]
     out = torch.empty_like(lq)
-    for size, members in _size_groups(host['down_size']):
-        index = torch.tensor(members, device=lq.device)
-        x = _add_noise(_resize(lq[index], size), members, host, noise, generator)
-        out[index] = _resize(_jpeg(x, host['jpeg_quality'][members]), (height, width))
+    for (size, members), index, jpeg_on in groups:
+        x = _add_noise(_resize(lq[index], size), members, index, host, dev, noise, generator)
+        out[index] = _resize(_jpeg(x, jpeg_on, dev['jpeg_tables'][index]), (height, width))
     return out
 
 
@@ -207,13 +245,13 @@ def _resize(img, size):
     return F.interpolate(img, size=size, mode='bilinear', align_corners=False)
 
 
-def _add_noise(x, members, host, noise, generator):
-    sigma = host['noise_sigma'][members]
-    if not (sigma >= 0).any():
+def _add_noise(x, members, index, host, dev, noise, generator):
+    if not (host['noise_sigma'][members] >= 0).any():
         return x
     maps = _noise_maps(x, members, host['noise_seed'][members].tolist(), noise, generator)
-    scale = (sigma.clamp(min=0) / 255.0).to(x.device)[:, None, None, None]
-    return torch.where(_per_sample((sigma >= 0).to(x.device)), (x + maps * scale).clamp(0, 1), x)
+    sigma = dev['noise_sigma'][index]
+    scale = (sigma.clamp(min=0) / 255.0)[:, None, None, None]
+    return torch.where(_per_sample(sigma >= 0), (x + maps * scale).clamp(0, 1), x)
 
 
 def _noise_maps(x, members, seeds, noise, generator):
@@ -249,19 +287,20 @@ def libjpeg_tables(quality):
     return ((_BASE_TABLES[None] * scale + 50) // 100).clamp(1, 255).float()
 
 
-def _jpeg(x, quality):
-    """JPEG round trip of the samples whose quality is set (>= 0), on 8-bit levels as the CPU path codes."""
-    on = [i for i, q in enumerate(quality.tolist()) if q >= 0]
-    if not on:
+def _jpeg(x, on, tables):
+    """JPEG round trip of the samples at positions ``on`` (a device index) with their ``tables`` (n, 2, 8, 8),
+    on 8-bit levels as the CPU path codes."""
+    if not len(on):
         return x
-    sub = x if len(on) == len(x) else x[on]
+    everyone = len(on) == len(x)
+    sub = x if everyone else x[on]
     height, width = sub.shape[-2:]
     sub = quantize(sub.clamp(0, 1))
     pad_h, pad_w = (-height) % JPEG_BLOCK, (-width) % JPEG_BLOCK
     if pad_h or pad_w:  # edge-extend the partial blocks, as libjpeg does (DiffJPEG would pad zeros)
         sub = F.pad(sub, (0, pad_w, 0, pad_h), mode='replicate')
-    coded = quantize(_jpeg_code(sub, libjpeg_tables(quality[on]).to(x.device), height, width))
-    if len(on) == len(x):
+    coded = quantize(_jpeg_code(sub, tables if everyone else tables[on], height, width))
+    if everyone:
         return coded
     out = x.clone()
     out[on] = coded
@@ -319,8 +358,18 @@ def _nearest_upsample(plane):
     return plane.repeat_interleave(2, 1).repeat_interleave(2, 2)
 
 
+_CONSTANTS = {}  # (values, device, dtype) -> a (1, 3, 1, 1) tensor, made once
+
+
+def _constant(values, like):
+    key = (values, str(like.device), like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype).view(1, 3, 1, 1).to(like.device)
+    return _CONSTANTS[key]
+
+
 def _weighted_sum(img, weights):
-    return (img * img.new_tensor(weights).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (img * _constant(weights, img)).sum(1, keepdim=True)
 
 
 def _gray(img):
@@ -355,23 +404,25 @@ def _hue(img, factor):
     hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
     hue = (hue + 6 * factor.view(-1, 1, 1)).remainder(6)
     # HSV -> RGB: channel n (R 5, G 3, B 1) is V - C * clamp(min(k, 4 - k), 0, 1), k = (n + H) mod 6
-    k = (hue[:, None] + img.new_tensor((5.0, 3.0, 1.0)).view(1, 3, 1, 1)).remainder(6)
+    k = (hue[:, None] + _constant((5.0, 3.0, 1.0), img)).remainder(6)
     return value[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
 _JITTER_OPS = (_brightness, _contrast, _saturation, _hue)
 
 
-def _jitter(lq, host, factors):
-    """GFP-GAN's colour jitter: at each of the 4 steps, every sample runs the adjustment its order names."""
+def _jitter_members(host):
+    """[(step, op, members)]: GFP-GAN's colour jitter runs 4 steps; at each, a sample runs the op its order names."""
     on, order = host['jitter'].tolist(), host['jitter_order'].tolist()
-    if not any(on):
-        return lq
-    lq = lq.clone()
-    for step in range(4):
-        for op, adjust in enumerate(_JITTER_OPS):
-            members = [i for i in range(len(on)) if on[i] and order[i][step] == op]
-            if members:
-                index = torch.tensor(members, device=lq.device)
-                lq[index] = adjust(lq[index], factors[index, op])
-    return lq
+    steps = [(step, op, [i for i in range(len(on)) if on[i] and order[i][step] == op])
+             for step in range(4) for op in range(len(_JITTER_OPS))]
+    return [entry for entry in steps if entry[2]]
+
+
+def _jitter(lq, steps, factors):
+    """Run the jitter ``steps`` ((step, op, members), device index of the members) in order."""
+    out = None
+    for (_, op, _), index in steps:
+        out = lq.clone() if out is None else out
+        out[index] = _JITTER_OPS[op](out[index], factors[index, op])
+    return lq if out is None else out
