@@ -34,13 +34,6 @@ import cv2
 import numpy as np
 
 from dlst_plugin.restoration import FaceRestorer, RestoreSetupError, to_bgr8
-from dlst_plugin.restorer_files import (
-    build_loaded_network,
-    face_sizes,
-    load_restorer_state,
-    network_options_for,
-    resolve_device,
-)
 
 GFPGAN_ARCHS = ('clean', 'original', 'bilinear', 'RestoreFormer')  # GFPGANer's arch names
 MIN_EYE_DISTANCE = 5  # px: GFPGANer's eye_dist_threshold
@@ -76,16 +69,28 @@ class DLSTer:
         if not upscale or upscale <= 0:
             raise RestoreSetupError(f'upscale={upscale!r}: must be a positive number (1 keeps the photo size)')
         self.upscale, self.bg_upsampler, self.channel_multiplier = upscale, bg_upsampler, channel_multiplier
-        self.device, torch_dtype = resolve_device(device, dtype)
-        state, meta = load_restorer_state(Path(model_path))
-        network_opt = network_options_for(state, meta, opt, model_path)
-        check_arch(arch, network_opt, model_path)
-        self.arch, self.network_opt = network_opt['type'], network_opt
-        net = build_loaded_network(network_opt, state, model_path)
-        in_size, self.face_size = face_sizes(network_opt, net)
-        self.restorer = FaceRestorer(net, face_size=self.face_size, in_size=in_size, device=self.device,
-                                     dtype=torch_dtype, detector=detector, weights_dir=weights_dir,
-                                     batch_size=batch_size, min_eye_distance=MIN_EYE_DISTANCE)
+        # the same set-up as dlst-restore: a bare name is looked up in weights_dir / $DLST_WEIGHTS_DIR too
+        self.restorer = FaceRestorer.from_files(model_path, opt=opt, device=device or 'auto', dtype=dtype,
+                                                weights_dir=weights_dir, detector=detector, batch_size=batch_size,
+                                                min_eye_distance=MIN_EYE_DISTANCE)
+        check_arch(arch, self.network_opt, model_path)
+
+    @property
+    def network_opt(self):
+        """The ``network_g`` block of the network the checkpoint holds."""
+        return self.restorer.network_opt
+
+    @property
+    def arch(self):
+        return self.network_opt['type']
+
+    @property
+    def face_size(self):
+        return self.restorer.face_size
+
+    @property
+    def device(self):
+        return self.restorer.device
 
     @property
     def gfpgan(self):
@@ -104,9 +109,9 @@ class DLSTer:
         if has_aligned:  # resized to the face size as dlst-restore --aligned does
             result = self.restorer.restore_image(bgr, aligned=True)
             return result.inputs, result.faces, None
-        self.restorer.select = 'center' if only_center_face else 'all'
         upscale, background = (self.upscale, self.background(bgr)) if paste_back else (1, None)
-        result = self.restorer.restore_image(bgr, upscale=upscale, background=background, require_face=False)
+        result = self.restorer.restore_image(bgr, upscale=upscale, background=background, require_face=False,
+                                             select='center' if only_center_face else 'all')
         return result.inputs, result.faces, (np.ascontiguousarray(result.image) if paste_back else None)
 
     def background(self, bgr):

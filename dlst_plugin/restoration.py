@@ -34,7 +34,6 @@ from dlst_plugin.restorer_files import (  # noqa: F401  (re-exported: the loadin
     EXPECTED_CHECKPOINT,
     RestoreError,
     RestoreSetupError,
-    build_restorer_network,
     face_sizes,
     load_restorer,
     load_state_dict,
@@ -199,6 +198,7 @@ class FaceRestorer:
             raise RestoreSetupError(f'--faces {select!r}: choose one of {", ".join(SELECTIONS)}')
         self.select, self.min_face_size, self.batch_size = select, float(min_face_size), max(1, int(batch_size))
         self.min_eye_distance = float(min_eye_distance)
+        self.network_opt = None  # the network_g block, when built by from_files
 
     @classmethod
     def from_files(cls, model, opt=None, device='auto', dtype='float32', weights_dir=None, **kwargs):
@@ -211,8 +211,10 @@ class FaceRestorer:
             raise RestoreSetupError(str(err)) from None
         net, network_opt = load_restorer(model_path, opt)
         in_size, out_size = face_sizes(network_opt, net)
-        return cls(net, face_size=out_size, in_size=in_size, device=dev, dtype=torch_dtype, weights_dir=weights_dir,
-                   **kwargs)
+        restorer = cls(net, face_size=out_size, in_size=in_size, device=dev, dtype=torch_dtype,
+                       weights_dir=weights_dir, **kwargs)
+        restorer.network_opt = network_opt  # the network_g block the file was built from
+        return restorer
 
     @property
     def detector(self):
@@ -220,15 +222,17 @@ class FaceRestorer:
             self._detector = build_detector(self.detector_name, weights_dir=self.weights_dir, **self.detector_opts)
         return self._detector
 
-    def select_faces(self, faces, shape=None):
-        """The detections to restore (``shape``: the photo's, for ``select='center'``)."""
+    def select_faces(self, faces, shape=None, select=None):
+        """The detections to restore (``shape``: the photo's, for ``select='center'``; ``select``: this call's
+        choice, default the restorer's)."""
+        select = select or self.select
         faces = [f for f in faces if min(f.width, f.height) >= self.min_face_size]
         if self.min_eye_distance > 0:
             faces = [f for f in faces if np.linalg.norm(np.subtract(f.landmarks[0], f.landmarks[1]))
                      >= self.min_eye_distance]
-        if self.select == 'largest' and faces:
+        if select == 'largest' and faces:
             faces = [max(faces, key=lambda f: f.width * f.height)]
-        elif self.select == 'center' and faces and shape is not None:
+        elif select == 'center' and faces and shape is not None:
             centre = np.array([shape[1], shape[0]]) / 2
             faces = [min(faces, key=lambda f: np.linalg.norm((np.asarray(f.box[:2]) + f.box[2:4]) / 2 - centre))]
         return faces
@@ -255,7 +259,7 @@ class FaceRestorer:
         y = y[0] if isinstance(y, (tuple, list)) else y  # GFP-GAN-style nets return (image, extras)
         return y.float().clamp_(-1, 1)
 
-    def restore_image(self, img, aligned=False, upscale=1, background=None, require_face=True):
+    def restore_image(self, img, aligned=False, upscale=1, background=None, require_face=True, select=None):
         """Restore every selected face of ``img`` (grey/BGR/BGRA, 8/16 bit): a :class:`RestoreResult`.
 
         ``aligned``: ``img`` is one already aligned face (resized to the restorer's size if needed).
@@ -268,7 +272,7 @@ class FaceRestorer:
         if aligned:
             return self._restore_aligned(bgr, mode, timings)
         t0 = time.perf_counter()
-        faces = self.select_faces(self.detector.detect(bgr), bgr.shape)
+        faces = self.select_faces(self.detector.detect(bgr), bgr.shape, select)
         timings['detect'] = time.perf_counter() - t0
         if not faces and require_face:
             size_rule = f' of at least {self.min_face_size:g} px' if self.min_face_size else ''

@@ -121,14 +121,6 @@ def load_restorer(model_path, opt=None):
     return build_loaded_network(network_opt, state, str(model_path)), network_opt
 
 
-def build_restorer_network(network_opt, model_path):
-    """Build ``network_opt`` (None: the network the checkpoint describes) and load ``model_path`` strictly."""
-    state, meta = load_restorer_state(model_path)
-    if network_opt is None:
-        network_opt = network_options_for(state, meta, None, str(model_path))
-    return build_loaded_network(network_opt, state, str(model_path))
-
-
 def face_sizes(network_opt, net=None):
     """(input size, output size) of a restorer: GLEAN's ``in_size`` may be smaller than its ``out_size``."""
     out_size = int(network_opt.get('out_size') or getattr(net, 'out_size', 0) or 512)

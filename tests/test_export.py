@@ -8,7 +8,7 @@ from helpers import call_main
 from test_restore import write_tiny_model
 
 from dlst_plugin.cli.export import main
-from dlst_plugin.restoration import build_restorer_network, read_network_options
+from dlst_plugin.restoration import load_restorer, read_network_options
 
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning')
 
@@ -32,7 +32,7 @@ def torchscript_export(tmp_path_factory, tiny_model):
 
 def reference_network(tiny_model):
     ckpt, opt = tiny_model
-    return build_restorer_network(read_network_options(opt), ckpt)
+    return load_restorer(ckpt, opt)[0]
 
 
 def test_torchscript_export_reports_parity(torchscript_export):

@@ -36,7 +36,7 @@ from dlst_plugin.errors import EXIT_INPUT, MissingPackageError
 from dlst_plugin.fileio import atomic_path, atomic_torch_save
 from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
 from dlst_plugin.restoration import RestoreSetupError, to_bgr8
-from dlst_plugin.restorer_files import build_loaded_network, face_sizes, load_restorer_state, network_options_for
+from dlst_plugin.restorer_files import face_sizes, load_restorer
 
 ONNX_HINT = "pip install 'dlst-plugin[onnx]'"
 FORMATS = ('torchscript', 'onnx', 'safetensors', 'pth')
@@ -170,9 +170,7 @@ def run(args):
     if asked_onnx and importlib.util.find_spec('onnx') is None:  # asked for: stop before any work
         raise MissingPackageError(f'--onnx needs the onnx package, which is not installed: {ONNX_HINT}')
     model_path = resolve_model_path(args.model, args.weights_dir)
-    state, file_meta = load_restorer_state(model_path)
-    network_opt = network_options_for(state, file_meta, args.opt, str(model_path))
-    net = build_loaded_network(network_opt, state, str(model_path))
+    net, network_opt = load_restorer(model_path, args.opt)
     meta = network_metadata(network_opt)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
