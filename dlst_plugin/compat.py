@@ -181,7 +181,8 @@ def patch_save_network():
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
-        training_state.save_network(self, net, net_label, current_iter, param_key, get_root_logger().warning)
+        meta = self.network_meta(net_label) if hasattr(self, 'network_meta') else None  # the plugin's models
+        training_state.save_network(self, net, net_label, current_iter, param_key, get_root_logger().warning, meta)
 
     BaseModel.save_network = save_network
 

@@ -298,16 +298,12 @@ class AdversarialModel(BaseModel):
         return False
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def save_network(self, net, net_label, current_iter, param_key='params'):
-        """BasicSR's (atomic) network save, plus a ``meta`` entry naming the arch and its options, so
-        the file alone rebuilds the network (``dlst_plugin.checkpoint_meta``)."""
-        if self.opt.get('rank', 0) != 0:
-            return
-        from dlst_plugin import training_state
+    def network_meta(self, net_label):
+        """The ``meta`` entry saved with ``net_label``'s files (BasicSR's patched ``save_network`` asks): the
+        arch and its options, so the file alone rebuilds the network (``dlst_plugin.checkpoint_meta``)."""
         from dlst_plugin.checkpoint_meta import network_metadata
         net_opt = self.opt.get(f'network_{net_label[len("net_"):]}')
-        meta = network_metadata(net_opt) if net_opt and 'type' in net_opt else None
-        training_state.save_network(self, net, net_label, current_iter, param_key, self.logger.warning, meta)
+        return network_metadata(net_opt) if net_opt and 'type' in net_opt else None
 
     def save(self, epoch, current_iter):
         """``net_g_<iter>.pth`` (``params`` and, with EMA, ``params_ema``), ``net_d_<iter>.pth`` and the
