@@ -24,11 +24,6 @@ def alias_functional_tensor():
     dlst_plugin_startup.install()
 
 
-def _cuda_usable():
-    import torch
-    return torch.cuda.is_available() and torch.cuda.device_count() > 0
-
-
 def patch_init_dist():
     """basicsr.utils.dist_util._init_dist_pytorch always calls ``torch.cuda.set_device``
     and ``init_dist`` defaults to NCCL: ``--launcher pytorch`` dies on a CPU-only machine.
@@ -38,7 +33,8 @@ def patch_init_dist():
     from basicsr.utils import dist_util
 
     def _init_dist_pytorch(backend='nccl', **kwargs):
-        if _cuda_usable():
+        from dlst_plugin.devices import cuda_usable
+        if cuda_usable():
             local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         else:

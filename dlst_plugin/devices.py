@@ -6,6 +6,11 @@ import torch
 from dlst_plugin.errors import ConfigError
 
 
+def cuda_usable():
+    """CUDA is built in and at least one device is visible."""
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
 def pick_device(name='auto', flag='--device', error=ConfigError):
     """``auto``: this process's CUDA device (``LOCAL_RANK`` under torchrun) when CUDA is usable, else the CPU;
     otherwise the device ``name`` names. An unknown name, or CUDA asked for where there is none, raises

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from dlst_plugin.archs.face_input import first_output
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face, inverse_affine, transform_points
 from dlst_plugin.faces.detection import build_detector
@@ -256,7 +257,7 @@ class FaceRestorer:
     def run_network(self, x):
         """(b, 3, in_size, in_size) RGB in [-1, 1] -> the restored faces, float32 RGB in [-1, 1] (clamped)."""
         y = self.net(x.to(self.device, self.dtype))
-        y = y[0] if isinstance(y, (tuple, list)) else y  # GFP-GAN-style nets return (image, extras)
+        y = first_output(y)
         return y.float().clamp_(-1, 1)
 
     def restore_image(self, img, aligned=False, upscale=1, background=None, require_face=True, select=None):

@@ -101,8 +101,9 @@ def load_network(model, net, load_path, strict, param_key, logger):
 def read_training_state(path):
     """A BasicSR ``.state`` file onto the current device (the GPU when CUDA is usable), without unpickling code."""
     import torch
-    usable = torch.cuda.is_available() and torch.cuda.device_count() > 0
-    location = f'cuda:{torch.cuda.current_device()}' if usable else 'cpu'
+
+    from dlst_plugin.devices import cuda_usable
+    location = f'cuda:{torch.cuda.current_device()}' if cuda_usable() else 'cpu'
     with torch.serialization.safe_globals([collections.Counter]):
         return torch.load(path, map_location=location, weights_only=True)
 

@@ -1,4 +1,9 @@
-"""The input check every restorer arch shares: aligned faces ``(batch, 3, S, S)`` in [-1, 1]."""
+"""What every restorer arch shares: aligned faces ``(batch, 3, S, S)`` in [-1, 1] in, an image (first) out."""
+
+
+def first_output(out):
+    """The restored image of a restorer's output: GFP-GAN-style networks return ``(image, extras)``."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def check_face_input(x, size, arch):

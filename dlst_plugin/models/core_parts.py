@@ -167,6 +167,7 @@ def unreached_parameter_names(net, example):
     except Exception:  # an op without a meta kernel: probe on the real device
         probe, x = net, example
         out = net(example)
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    from dlst_plugin.archs.face_input import first_output
+    out = first_output(out)
     reached = reached_parameters(out)
     return [name for name, p in probe.named_parameters() if p.requires_grad and id(p) not in reached]

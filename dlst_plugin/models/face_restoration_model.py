@@ -21,15 +21,12 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn import functional as F
 
 from dlst_plugin.archs.external import build_restorer
+from dlst_plugin.archs.face_input import first_output
 from dlst_plugin.models.adversarial_core import AdversarialModel
 from dlst_plugin.models.core_parts import unreached_parameter_names
 from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
 
 PRETRAINED_NETWORK_KEYS = ('decoder_load_path', 'bank_load_path')
-
-
-def first_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @MODEL_REGISTRY.register()

@@ -98,7 +98,8 @@ def align_parameter_strides(net, example):
     size-1 dimension makes two layouts equal, broadcast biases), so they are measured, not guessed."""
     params = [p for p in net.parameters() if p.requires_grad]
     out = example(net)
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    from dlst_plugin.archs.face_input import first_output
+    out = first_output(out)
     grads = torch.autograd.grad(out.float().mean(), params, allow_unused=True)
     with torch.no_grad():
         for p, g in zip(params, grads):
