@@ -75,20 +75,29 @@ def _basicsr_install_root():
 
 
 def patch_parse_options():
-    """basicsr.utils.options.parse_options puts ``experiments/`` (and basicsr.train the
-    ``tb_logger/``) under the root it is given; ``python -m basicsr.train`` gives it
-    site-packages. Use the working directory instead, and honour a ``path.experiments_root``
-    set in the option file (BasicSR overwrites it). The file is read for that with the plugin's
-    own loader, which evaluates no ``!!python/object`` tag (BasicSR's load runs them once)."""
+    """basicsr.utils.options.parse_options reads option files unchecked: keys it does not read are
+    ignored (``pixel_optt`` trains without that loss, ``manual_seedd`` with a random seed), a misspelt
+    required key is a bare KeyError (``save_checkpoint_freq`` only after training has started) and a
+    string where a number belongs fails deep inside. It also puts ``experiments/`` (and basicsr.train
+    the ``tb_logger/``) under the root it is given, which ``python -m basicsr.train`` makes
+    site-packages, and overwrites a ``path.experiments_root`` set in the file.
+
+    Read and check the ``-opt`` file (after ``--force_yml``) once, with the plugin's own loader (it
+    evaluates no ``!!python/object`` tag; BasicSR's load runs them), before BasicSR acts on it: every
+    problem comes in one ConfigError (exit code 2). Then use the working directory as the root, and
+    the checked file's ``path.experiments_root`` when it sets one."""
     from basicsr.utils import options
 
     original = getattr(options.parse_options, '__wrapped__', options.parse_options)
 
     def parse_options(root_path, is_train=True):
+        from dlst_plugin.options_check import check_command_line
+        checked = check_command_line(sys.argv[1:], is_train) or {}
         if osp.abspath(root_path) == _basicsr_install_root():
             root_path = os.getcwd()
         opt, args = original(root_path, is_train=is_train)
-        wanted = _experiments_root_from_file(args.opt, getattr(args, 'force_yml', None))
+        path_opt = checked.get('path')
+        wanted = path_opt.get('experiments_root') if isinstance(path_opt, dict) else None
         if is_train and wanted:
             root = osp.abspath(osp.expanduser(wanted))
             opt['path'].update(
@@ -98,44 +107,8 @@ def patch_parse_options():
         return opt, args
 
     parse_options.__wrapped__ = original
-    _set_parse_options(parse_options)
-
-
-def _set_parse_options(function):
     from basicsr import test, train  # both bound the original name at import time
-    from basicsr.utils import options
-    options.parse_options = train.parse_options = test.parse_options = function
-
-
-def _experiments_root_from_file(opt_path, force_yml=None):
-    """``path.experiments_root`` of the option file after ``--force_yml`` (as BasicSR applies it)."""
-    from dlst_plugin.option_file import apply_force_yml, read_option_file
-    opt = read_option_file(opt_path)
-    apply_force_yml(opt, force_yml)  # its problems were reported by the option check before this
-    path_opt = opt.get('path')
-    return path_opt.get('experiments_root') if isinstance(path_opt, dict) else None
-
-
-def patch_option_check():
-    """BasicSR reads option files unchecked: keys it does not read are ignored (``pixel_optt``
-    trains without that loss, ``manual_seedd`` with a random seed), a misspelt required key is a
-    bare KeyError (``save_checkpoint_freq`` only after training has started) and a string where a
-    number belongs fails deep inside. Check the ``-opt`` file (after ``--force_yml``) before
-    BasicSR's parse_options acts on it; every problem comes in one ConfigError (exit code 2)."""
-    from basicsr.utils import options
-
-    inner = options.parse_options
-    if getattr(inner, '_dlst_checked', False):
-        return
-
-    def parse_options(root_path, is_train=True):
-        from dlst_plugin.options_check import check_command_line
-        check_command_line(sys.argv[1:], is_train)
-        return inner(root_path, is_train=is_train)
-
-    parse_options._dlst_checked = True
-    parse_options.__wrapped__ = getattr(inner, '__wrapped__', inner)
-    _set_parse_options(parse_options)
+    options.parse_options = train.parse_options = test.parse_options = parse_options
 
 
 def patch_train_pipeline():
@@ -257,7 +230,6 @@ def apply():
     patch_init_dist()
     patch_model_to_device()
     patch_parse_options()
-    patch_option_check()
     patch_train_pipeline()
     patch_save_network()
     patch_save_training_state()
