@@ -18,6 +18,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from dlst_plugin.errors import ConfigError, MissingFileError
 from dlst_plugin.model_files import WEIGHTS_ENV, resolve_weights_dir
 
 VGG_WEIGHT_FILES = {'vgg16': 'vgg16-397923af.pth', 'vgg19': 'vgg19-dcbb9e9d.pth'}
@@ -37,7 +38,7 @@ def find_vgg_weights(vgg_type, weights_path=None, weights_dir_=None):
         if osp.isfile(path):
             return path
     url = f'https://download.pytorch.org/models/{file_name}'
-    raise FileNotFoundError(
+    raise MissingFileError(
         f'{vgg_type.upper()} weights not found (looked at: {", ".join(candidates)}). Download torchvision\'s '
         f'{file_name} ({url}) and put it in {resolve_weights_dir(weights_dir_)}/ (set ${WEIGHTS_ENV} or '
         f'the loss option weights_dir to use another folder), or set the loss option weights_path to the file. '
@@ -53,14 +54,15 @@ def _vgg_features(vgg_type):
 
 
 def _load_features(features, path):
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    from dlst_plugin.checkpoints import read_checkpoint
+    state = read_checkpoint(path)  # weights_only=True; a text or truncated file is one error naming it
     if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
         state = state['state_dict']
     feats = {k[len('features.'):]: v for k, v in state.items() if k.startswith('features.')}
     expected = set(features.state_dict())
     missing, unexpected = sorted(expected - set(feats)), sorted(set(feats) - expected)
     if missing or unexpected:
-        raise ValueError(f'{path} is not a torchvision VGG state dict for this VGG: missing features.* keys '
+        raise ConfigError(f'{path} is not a torchvision VGG state dict for this VGG: missing features.* keys '
                          f'{missing[:6]}, unexpected {unexpected[:6]}')
     features.load_state_dict(feats, strict=True)
 
