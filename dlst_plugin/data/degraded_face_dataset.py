@@ -73,8 +73,30 @@ def _check_norm(opt, key):
     return None if value is None else [float(v) for v in value]
 
 
+class SeededSamples:
+    """``sample_rng(index)``: a fresh numpy Generator per sample, from (seed, rank, DataLoader worker seed,
+    draw count, index) in training, so no two draws repeat; from (seed, index) in validation and test sets
+    (BasicSR sets ``phase``), so they are the same at every pass."""
+
+    def init_sample_seeds(self, opt):
+        seed = opt.get('seed')
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f'{type(self).__name__}: seed must be a non-negative integer or null, got {seed!r}')
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.rank = get_dist_info()[0]
+        self._draws = 0
+        self.fixed = opt.get('phase', 'train') != 'train'
+
+    def sample_rng(self, index):
+        if self.fixed:
+            return np.random.default_rng([self.seed, index])
+        worker = data.get_worker_info()
+        self._draws += 1
+        return np.random.default_rng([self.seed, self.rank, 0 if worker is None else worker.seed, self._draws, index])
+
+
 @DATASET_REGISTRY.register()
-class DegradedFaceDataset(data.Dataset):
+class DegradedFaceDataset(SeededSamples, data.Dataset):
     """HQ faces (folder or LMDB) -> ``{'lq', 'gt', 'lq_path', 'gt_path'}`` with GFP-GAN's degradation.
 
     Options (a GFP-GAN ``FFHQDegradationDataset`` block works as is):
@@ -113,13 +135,7 @@ class DegradedFaceDataset(data.Dataset):
         self.out_size = out_size
         self.source = FaceImageSource(opt.get('dataroot_gt'), opt.get('io_backend'),
                                       skip_bad_images=opt.get('skip_bad_images', False), option='dataroot_gt')
-        seed = opt.get('seed')
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise ValueError(f'DegradedFaceDataset: seed must be a non-negative integer or null, got {seed!r}')
-        self.seed = torch.initial_seed() if seed is None else seed
-        self.rank = get_dist_info()[0]
-        self._draws = 0
-        self.fixed = opt.get('phase', 'train') != 'train'  # BasicSR sets phase: val/test sets repeat exactly
+        self.init_sample_seeds(opt)
         self.on_device = opt.get('degradation_on_device', False)
         if not isinstance(self.on_device, bool):
             raise ValueError(f'DegradedFaceDataset: degradation_on_device must be true or false, '
@@ -136,15 +152,6 @@ class DegradedFaceDataset(data.Dataset):
 
     def __len__(self):
         return len(self.source)
-
-    def sample_rng(self, index):
-        """A fresh Generator for one sample (see the class docstring)."""
-        if self.fixed:  # validation / test: the same degradation of each image at every pass
-            return np.random.default_rng([self.seed, index])
-        worker = data.get_worker_info()
-        stream = 0 if worker is None else worker.seed
-        self._draws += 1
-        return np.random.default_rng([self.seed, self.rank, stream, self._draws, index])
 
     def __getitem__(self, index):
         index, img_gt = self.source.read_or_skip(index)

@@ -15,9 +15,7 @@ import math
 import os.path as osp
 
 import numpy as np
-import torch
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
@@ -26,6 +24,7 @@ from dlst_plugin.data.degradations import FaceDegradation, degrade
 from dlst_plugin.data.degraded_face_dataset import (
     LOADER_OPTIONS,
     DegradedFaceDataset,
+    SeededSamples,
     check_known_options,
     image_to_tensor,
     resize_square,
@@ -138,7 +137,7 @@ def _as_list(roots):
 
 
 @DATASET_REGISTRY.register()
-class SecondOrderFaceDataset(data.Dataset):
+class SecondOrderFaceDataset(SeededSamples, data.Dataset):
     """Generated pairs and FFHQ, degraded a second time (see the module docstring).
 
     Options:
@@ -167,11 +166,7 @@ class SecondOrderFaceDataset(data.Dataset):
         self.ratio = float(opt.get('ratio', 0.5))
         if not 0 <= self.ratio <= 1:
             raise ValueError(f'SecondOrderFaceDataset: ratio must be in [0, 1], got {self.ratio}')
-        seed = opt.get('seed')
-        self.seed = torch.initial_seed() if seed is None else int(seed)
-        self.rank = get_dist_info()[0]
-        self._draws = 0
-        self.fixed = opt.get('phase', 'train') != 'train'  # BasicSR sets phase: val/test sets repeat exactly
+        self.init_sample_seeds(opt)
         degradation = FaceDegradation.from_opt(opt, strict=False)
         single_opt = {k: opt[k] for k in SHARED_WITH_DEGRADED_FACE if k in opt}
         single_opt.update({k: opt[k] for k in FaceDegradation.option_names() if k in opt}, seed=self.seed)
@@ -189,15 +184,6 @@ class SecondOrderFaceDataset(data.Dataset):
         get_root_logger().info(f'SecondOrderFaceDataset ({self.mode}): {self.names[0]} {len(self.sources[0] or [])}, '
                                f'{self.names[1]} {len(self.sources[1] or [])}, ratio {self.ratio}, {self.length} '
                                f'samples an epoch')
-
-    def sample_rng(self, index):
-        """A fresh numpy Generator per sample: (seed, rank, DataLoader worker seed, draw count, index);
-        validation and test sets (phase not ``train``): (seed, index), the same at every pass."""
-        if self.fixed:
-            return np.random.default_rng([self.seed, index])
-        worker = data.get_worker_info()
-        self._draws += 1
-        return np.random.default_rng([self.seed, self.rank, 0 if worker is None else worker.seed, self._draws, index])
 
     def __len__(self):
         return self.length
