@@ -17,7 +17,8 @@ warning says so when it matters (the Skip-Transformer's attention patch sizes).
 """
 import json
 import logging
-import re
+
+from dlst_plugin.checkpoints import key_indices, sub_state
 
 META_KEY = 'meta'
 FORMAT = 1
@@ -97,14 +98,6 @@ def detect_arch(state):
     return next((arch for arch, keys in SIGNATURES.items() if all(k in state for k in keys)), None)
 
 
-def _indices(state, pattern):
-    return sorted({int(m[1]) for k in state if (m := re.fullmatch(pattern, k))})
-
-
-def _sub(state, prefix):
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _encoder_narrow(widths, reference, name):
     """``encoder_narrow`` such that ``max(1, int(reference[r] * it)) == widths[r]`` at every resolution."""
     from dlst_plugin.checkpoints import CheckpointLayoutError
@@ -123,7 +116,7 @@ def _stylegan(state, prefix, name, multiplier):
     from dlst_plugin.archs.stylegan2_layers import stylegan2_channels
     from dlst_plugin.checkpoints import CheckpointLayoutError, infer_generator_config
     try:
-        config = infer_generator_config(_sub(state, prefix))
+        config = infer_generator_config(sub_state(state, prefix))
     except CheckpointLayoutError as err:
         raise CheckpointLayoutError(f'{name}: its {prefix.rstrip(".")} network: {err}') from None
     if config['out_size'] < 64:
@@ -136,7 +129,7 @@ def infer_skip_transformer(state, name='checkpoint', why='it has no metadata'):
     the metadata is not used goes into the patch-size warning)."""
     config, dec = _stylegan(state, 'decoder.', name, 1)
     out_size = config['out_size']
-    stages = _indices(state, r'encoder\.stages\.(\d+)\.down\.0\.weight')
+    stages = key_indices(state, r'encoder\.stages\.(\d+)\.down\.0\.weight')
     widths = {out_size: state['encoder.first.0.0.weight'].shape[0]}
     widths.update({out_size >> (i + 1): state[f'encoder.stages.{i}.down.0.weight'].shape[0] for i in stages})
     attention = any('.attention.' in k for k in state if k.startswith('encoder.stages.'))
@@ -145,19 +138,19 @@ def infer_skip_transformer(state, name='checkpoint', why='it has no metadata'):
                        'size (resolution / 8, what the shipped option files train) is assumed; a model trained '
                        'with other patch_sizes needs the option file that trained it', name, why)
     return {**config, 'encoder_narrow': _encoder_narrow(widths, dec, name),
-            'num_first_blocks': len(_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight')),
-            'attention': attention, 'skip_resolutions': _indices(state, r'skips\.(\d+)\.fuse\.0\.weight')}
+            'num_first_blocks': len(key_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight')),
+            'attention': attention, 'skip_resolutions': key_indices(state, r'skips\.(\d+)\.fuse\.0\.weight')}
 
 
 def infer_glean(state, name='checkpoint'):
     """``GLEANStyleGAN2`` options from a state dict's shapes (``lr_mlp``: default)."""
     config, bank = _stylegan(state, 'bank.', name, 2)
-    stages = _indices(state, r'encoder\.stages\.(\d+)\.0\.0\.weight')
+    stages = key_indices(state, r'encoder\.stages\.(\d+)\.0\.0\.weight')
     in_size = 2**(len(stages) + 2)
     widths = {in_size: state['encoder.first.0.0.weight'].shape[0]}
     widths.update({in_size >> (i + 1): state[f'encoder.stages.{i}.0.0.weight'].shape[0] for i in stages})
     return {'in_size': in_size, **config, 'encoder_narrow': _encoder_narrow(widths, bank, name),
-            'num_first_blocks': len(_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight'))}
+            'num_first_blocks': len(key_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight'))}
 
 
 def infer_gfpgan_clean(state, name='checkpoint'):

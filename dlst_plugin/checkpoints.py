@@ -209,7 +209,7 @@ def _candidates(obj, kind):
         source = repr(key) if key else 'the top level'
         yield source, state
         for prefix in SUBNET_PREFIXES[kind]:
-            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            sub = sub_state(state, prefix)
             if sub:
                 yield f'{source}, prefix {prefix!r}', sub
 
@@ -304,8 +304,14 @@ def load_into(module, path, kind=None, layout='auto', strict=True):
     return detected
 
 
-def _indices(state, pattern):
+def key_indices(state, pattern):
+    """The sorted integers that ``pattern``'s group captures in the keys of ``state`` (block numbers)."""
     return sorted({int(m[1]) for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def sub_state(state, prefix):
+    """The entries of ``state`` under ``prefix``, with the prefix cut off."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _channel_config(widths, what):
@@ -328,11 +334,11 @@ def infer_generator_config(state):
     try:
         num_style_feat = state['style_conv1.modulated_conv.modulation.weight'].shape[1]
         widths = {4: state['constant_input.weight'].shape[1]}
-        rgbs = _indices(state, r'to_rgbs\.(\d+)\.modulated_conv\.weight')
+        rgbs = key_indices(state, r'to_rgbs\.(\d+)\.modulated_conv\.weight')
         widths.update({2**(i + 3): state[f'to_rgbs.{i}.modulated_conv.weight'].shape[2] for i in rgbs})
     except (KeyError, IndexError) as err:
         raise CheckpointLayoutError(f'cannot infer the generator size: key {err} missing or mis-shaped') from None
-    num_mlp = len(_indices(state, r'style_mlp\.(\d+)\.weight'))
+    num_mlp = len(key_indices(state, r'style_mlp\.(\d+)\.weight'))
     return {'out_size': 2**(len(rgbs) + 2), 'num_style_feat': num_style_feat, 'num_mlp': num_mlp,
             **_channel_config(widths, 'generator')}
 
@@ -340,7 +346,7 @@ def infer_generator_config(state):
 def infer_discriminator_config(state):
     """Constructor arguments of ``PureStyleGAN2Discriminator`` matching a BasicSR-layout state dict."""
     try:
-        blocks = _indices(state, r'conv_body\.(\d+)\.conv2\.1\.weight')
+        blocks = key_indices(state, r'conv_body\.(\d+)\.conv2\.1\.weight')
         log_size = len(blocks) + 2
         widths = {2**log_size: state['conv_body.0.0.weight'].shape[0], 4: state['final_conv.0.weight'].shape[0]}
         widths.update({2**(log_size - i): state[f'conv_body.{i}.conv2.1.weight'].shape[0] for i in blocks})

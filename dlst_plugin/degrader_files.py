@@ -30,14 +30,14 @@ def degrader_weights(ckpt, weights, source, path):
 def degrader_options(ckpt, state, options=None):
     """``CoupledStyleGAN2`` keyword arguments: ``options``, else the file's meta, else inferred from shapes."""
     from dlst_plugin.checkpoint_meta import read_metadata
-    from dlst_plugin.checkpoints import infer_generator_config
+    from dlst_plugin.checkpoints import infer_generator_config, sub_state
     meta = read_metadata(ckpt)
     if options:
         chosen = dict(options)
     elif meta and meta.get('arch') == 'CoupledStyleGAN2':
         chosen = dict(meta['options'])
     else:
-        chosen = infer_generator_config({k[len('red.'):]: v for k, v in state.items() if k.startswith('red.')})
+        chosen = infer_generator_config(sub_state(state, 'red.'))
     return {k: v for k, v in chosen.items() if k not in NOT_ARCH_OPTIONS}
 
 
