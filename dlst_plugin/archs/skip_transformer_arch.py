@@ -108,7 +108,6 @@ class SkipTransformer(nn.Module):
         enc_channels = {res: max(1, int(c * encoder_narrow)) for res, c in dec_channels.items()}
         patches = _patch_sizes(out_size, patch_sizes)
         self.patch_sizes = patches
-        self.use_checkpoint = use_checkpoint
         self.encoder = STEncoder(out_size, enc_channels, num_style_feat, num_first_blocks, attention, patches,
                                  use_checkpoint)
         if skip_resolutions is None:
@@ -146,6 +145,15 @@ class SkipTransformer(nn.Module):
     def check_input(self, x):
         check_face_input(x, self.out_size, f'SkipTransformer(out_size={self.out_size})')
 
+    @property
+    def use_checkpoint(self):
+        """Gradient checkpointing in training, of the encoder stages and the skip layers (one switch)."""
+        return self.encoder.use_checkpoint
+
+    @use_checkpoint.setter
+    def use_checkpoint(self, value):
+        self.encoder.use_checkpoint = value
+
     def forward(self, x):
         self.check_input(x)
         features, w = self.encoder(x.contiguous(memory_format=activation_format(x.device)))
@@ -156,6 +164,6 @@ class SkipTransformer(nn.Module):
             layer = self.skips[str(resolution)] if resolution in self.skip_resolutions else None
             if layer is None:
                 return feature
-            return run_block(layer, features[resolution], feature, checkpointed=self.use_checkpoint)
+            return run_block(layer, features[resolution], feature, checkpointed=self.encoder.use_checkpoint)
 
         return self.decoder.synthesis(latent, noise, feature_hook=skip_hook, dtype=x.dtype)
