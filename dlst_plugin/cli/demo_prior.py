@@ -145,8 +145,8 @@ def draw_samples(checkpoint, option_file, count, seed):
     with torch.no_grad():
         img, _ = g([torch.randn(count, g.num_style_feat, generator=gen)],
                    noise=[torch.randn(count, *n.shape[1:], generator=gen) for n in g.fixed_noise()])
-    img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [np.ascontiguousarray(im[:, :, ::-1]) for im in img]
+    from dlst_plugin.models.degradation_learning_utils import to_bgr_uint8
+    return list(to_bgr_uint8(img))
 
 
 def detection_scores(images, side=DETECT_SIDE):

@@ -67,15 +67,15 @@ def option_file(options_dir, cell):
 
 def experiment_dir(opt_path):
     """Where BasicSR puts the cell's run: ``path.experiments_root`` or ``./experiments/<name>``."""
-    import yaml
-    opt = yaml.safe_load(Path(opt_path).read_text(encoding='utf-8'))
+    from dlst_plugin.option_file import read_option_file
+    opt = read_option_file(opt_path)
     root = (opt.get('path') or {}).get('experiments_root')
-    return Path(root).expanduser() if root else Path('experiments') / opt['name'], opt
+    return Path(root).expanduser() if root else Path('experiments') / opt['name']
 
 
 def finished_model(options_dir, cell):
     """The cell's final checkpoint, or None while it has not finished."""
-    exp, _ = experiment_dir(option_file(options_dir, cell))
+    exp = experiment_dir(option_file(options_dir, cell))
     path = exp / 'models' / 'net_g_latest.pth'
     return path if path.is_file() else None
 
@@ -91,11 +91,10 @@ def train_command(args):
     return cmd + (['--auto_resume'] if args.auto_resume else [])
 
 
-def restore_cell(options_dir, cell, testset, out_dir, device):
-    """Restore every face of ``testset`` (aligned) with the cell's EMA weights; the faces at the
-    restorer's size go to ``out_dir/restored_faces``."""
+def restore_cell(options_dir, cell, model, testset, out_dir, device):
+    """Restore every face of ``testset`` (aligned) with the cell's EMA weights (its final checkpoint
+    ``model``); the faces at the restorer's size go to ``out_dir/restored_faces``."""
     from dlst_plugin.cli import restore
-    model = finished_model(options_dir, cell)
     return restore.main(['-i', str(testset), '-o', str(out_dir), '--model', str(model), '--opt',
                          str(option_file(options_dir, cell)), '--aligned', '--device', device])
 
@@ -120,12 +119,13 @@ def table_markdown(metrics_path, metric='fid'):
 def run_evaluate(args):
     from dlst_plugin.cli import evaluate
     out = Path(args.output)
-    done = [cell for cell in table1.cells() if finished_model(args.options_dir, cell)]
+    models = {cell: finished_model(args.options_dir, cell) for cell in table1.cells()}
+    done = [cell for cell, model in models.items() if model]
     if not done:
         raise InputError(f'no cell has finished training (looked for net_g_latest.pth under {args.options_dir}\'s '
                          'experiments); see `dlst-table1 status`')
-    failed = [cell for cell in done if restore_cell(args.options_dir, cell, args.input, out / 'restored' / cell,
-                                                    args.device) != 0]
+    failed = [cell for cell in done if restore_cell(args.options_dir, cell, models[cell], args.input,
+                                                    out / 'restored' / cell, args.device) != 0]
     scored = [cell for cell in done if cell not in failed]
     argv = [f'--restored={cell}={out / "restored" / cell / "restored_faces"}' for cell in scored]
     argv += ['-o', str(out / 'evaluation')] + shlex.split(args.evaluate_args)
