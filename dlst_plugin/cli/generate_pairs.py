@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.cli.common import add_positional_alias, check_resume_settings, make_parser, run_command
 from dlst_plugin.degrader_files import load_degrader, weights_digest
 from dlst_plugin.devices import pick_device
 from dlst_plugin.errors import ConfigError, InputError, Interrupted
@@ -37,10 +37,6 @@ LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is
 KEY_DIGITS = 8
 EXAMPLE = ('example:\n  dlst-generate-pairs --model experiments/DL_StyleGAN2_512/models/net_g_latest.pth '
            '-o datasets/dl_pairs -n 35000')
-
-
-class UsageError(ConfigError):
-    """Bad input the user can fix (exit status 2)."""
 
 
 def build_parser():
@@ -75,7 +71,7 @@ def shard_of(args):
     rank = args.rank if args.rank is not None else int(os.environ.get('RANK', 0))
     world = args.world_size if args.world_size is not None else int(os.environ.get('WORLD_SIZE', 1))
     if world < 1 or not 0 <= rank < world:
-        raise UsageError(f'--rank must be in [0, --world-size); got rank {rank}, world size {world}')
+        raise ConfigError(f'--rank must be in [0, --world-size); got rank {rank}, world size {world}')
     return rank, world
 
 
@@ -108,16 +104,7 @@ def clear_folder(folder):
 def check_settings(folder, settings):
     """Refuse to resume a folder made with other settings (the pairs would not match)."""
     path = os.path.join(folder, SETTINGS_FILE)
-    if os.path.isfile(path):
-        try:
-            with open(path, encoding='utf-8') as f:
-                before = json.load(f)
-        except (ValueError, UnicodeDecodeError):
-            raise UsageError(f'{path} is damaged (not JSON): pass --overwrite to start again') from None
-        diff = [f'{k} {before.get(k)!r} (now {v!r})' for k, v in settings.items() if before.get(k) != v]
-        if diff:
-            raise UsageError(f'{folder} was made with ' + ', '.join(diff) + '; rerun with the same settings to resume, '
-                             'pass --overwrite to start again, or choose another output folder')
+    check_resume_settings(path, settings, folder)
     atomic_write_text(path, json.dumps(settings, indent=1))
 
 
@@ -184,9 +171,9 @@ def summary(folder, writers, mine, count, made, seconds):
 def run(args):
     from dlst_plugin.lmdb_writer import LmdbWriter
     if args.count < 1 or args.batch_size < 1 or args.encode_threads < 1 or args.commit_every < 1:
-        raise UsageError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
+        raise ConfigError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
     rank, world = shard_of(args)
-    device = pick_device(args.device, error=UsageError)
+    device = pick_device(args.device, error=ConfigError)
     model = resolve_model_path(args.model, args.weights_dir)
     net, state = load_degrader(model, '--model', args.weights, device=device, truncation=args.truncation,
                                mixing_prob=args.mixing_prob)

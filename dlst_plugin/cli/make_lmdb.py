@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.cli.common import add_positional_alias, check_resume_settings, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
 from dlst_plugin.fileio import atomic_write_csv, atomic_write_text, check_writable
 from dlst_plugin.image_files import list_images
@@ -39,10 +39,6 @@ SETTINGS_FILE = 'make_lmdb.json'  # options an LMDB was made with; a resume must
 COPY_LEVEL = -1  # meta_info.txt level of PNGs stored as they were (--copy-png): their own level
 INTERPOLATIONS = {'area': cv2.INTER_AREA, 'bicubic': cv2.INTER_CUBIC, 'lanczos': cv2.INTER_LANCZOS4,
                   'linear': cv2.INTER_LINEAR}
-
-
-class UsageError(ConfigError):
-    """Bad input the user can fix (exit status 2)."""
 
 
 def parse_size(text):
@@ -92,7 +88,7 @@ def build_parser():
 
 
 def make_keys(images, style, sanitize):
-    """[(key, path)] for the images, or UsageError explaining the key rule / a clash."""
+    """[(key, path)] for the images, or ConfigError explaining the key rule / a clash."""
     keys, bad = [], []
     for rel, path in images:
         key = os.path.splitext(rel if style == 'relpath' else os.path.basename(rel))[0]
@@ -103,12 +99,12 @@ def make_keys(images, style, sanitize):
         keys.append((key, path))
     if bad:
         shown = '\n  '.join(bad[:10]) + (f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else '')
-        raise UsageError(f'{len(bad)} file name(s) cannot become LMDB keys:\n  {shown}\n'
+        raise ConfigError(f'{len(bad)} file name(s) cannot become LMDB keys:\n  {shown}\n'
                          f'{KEY_RULE}. Rename them, or pass --sanitize-keys to replace those characters by "_".')
     seen = {}
     for (key, path), (rel, _) in zip(keys, images):
         if key in seen:
-            raise UsageError(f'{seen[key]} and {rel} both give the key {key!r}; '
+            raise ConfigError(f'{seen[key]} and {rel} both give the key {key!r}; '
                              f'rename one{" or use --keys relpath" if style == "stem" else ""}')
         seen[key] = rel
     return keys
@@ -133,15 +129,6 @@ def encode_job(job):
         return key, None, None, None, f'{type(err).__name__}: {err}'
 
 
-def read_settings(path):
-    """The options an earlier run recorded; a damaged record is a usage error saying what to do."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError):
-        raise UsageError(f'{path} is damaged (not JSON): pass --overwrite to start the output again') from None
-
-
 def prepare_dst(args, settings):
     """Remove / check an existing DST; return True when resuming one."""
     dst = args.output
@@ -150,20 +137,14 @@ def prepare_dst(args, settings):
     if not is_lmdb_dir(dst):
         if os.path.isdir(dst) and not os.listdir(dst):
             return False
-        raise UsageError(f'-o/--output {dst} exists and is not an LMDB folder (no data.mdb); choose another DST')
+        raise ConfigError(f'-o/--output {dst} exists and is not an LMDB folder (no data.mdb); choose another DST')
     check_writable(dst, 'LMDB', LMDB_FILES)
     if args.overwrite:
         shutil.rmtree(dst)
         return False
     if args.no_resume:
-        raise UsageError(f'{dst} already exists (drop --no-resume to resume it, or pass --overwrite)')
-    settings_path = os.path.join(dst, SETTINGS_FILE)
-    if os.path.isfile(settings_path):
-        before = read_settings(settings_path)
-        diff = [f'--{k.replace("_", "-")} {before.get(k)} (now {v})' for k, v in settings.items() if before.get(k) != v]
-        if diff:
-            raise UsageError(f'{dst} was made with ' + ', '.join(diff) + '; resume with the same options '
-                             'or pass --overwrite')
+        raise ConfigError(f'{dst} already exists (drop --no-resume to resume it, or pass --overwrite)')
+    check_resume_settings(os.path.join(dst, SETTINGS_FILE), settings, dst, flag_names=True)
     return True
 
 
@@ -190,11 +171,11 @@ def write_lmdb(args, jobs, writer):
 
 def check_args(args):
     if not os.path.isdir(args.input):
-        raise UsageError(f'-i/--input {args.input}: source folder does not exist')
+        raise ConfigError(f'-i/--input {args.input}: source folder does not exist')
     if not args.output.rstrip('/').endswith('.lmdb'):
-        raise UsageError(f"-o/--output {args.output} must end with '.lmdb' (BasicSR's convention)")
+        raise ConfigError(f"-o/--output {args.output} must end with '.lmdb' (BasicSR's convention)")
     if args.workers < 1 or args.commit_every < 1:
-        raise UsageError('--workers and --commit-every must be at least 1')
+        raise ConfigError('--workers and --commit-every must be at least 1')
 
 
 def report_skipped(args, skipped, stored):
@@ -221,7 +202,7 @@ def run(args):
                 'sanitize_keys': args.sanitize_keys}
     images = list_images(args.input, args.glob)
     if not images:
-        raise UsageError(f'no images under {args.input}' + (f' matching {args.glob!r}' if args.glob else ''))
+        raise ConfigError(f'no images under {args.input}' + (f' matching {args.glob!r}' if args.glob else ''))
     keyed = make_keys(images, args.keys, args.sanitize_keys)
     resuming = prepare_dst(args, settings)
     writer = LmdbWriter(args.output, resume=True, compress_level=args.png_level, commit_every=args.commit_every)
