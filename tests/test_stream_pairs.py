@@ -220,3 +220,15 @@ def test_stream_option_file_is_the_paper_recipe_with_half_the_loader_batch():
     same = copy.deepcopy(opt['train'])
     same.pop('stream_pairs')
     assert same == base['train'] and opt['network_g'] == base['network_g'] and opt['network_d'] == base['network_d']
+
+
+@pytest.mark.parametrize('mode', ['second_order', 'method1'])
+@pytest.mark.parametrize('gt_gray', [True, False])
+def test_gt_gray_makes_the_targets_of_gray_inputs_gray(degrader_ckpt, mode, gt_gray):
+    """As SecondOrderFaceDataset on the CPU: an input drawn gray has a gray target when gt_gray is set."""
+    s = stream(degrader_ckpt, mode=mode, degradation={'gray_prob': 1.0, 'gt_gray': gt_gray})
+    lq, gt = s.draw(4, 1)
+    degraded_share = 4 if mode == 'second_order' else 2  # method1: the second half are green faces as they are
+    assert torch.allclose(lq[:degraded_share].amax(1), lq[:degraded_share].amin(1), atol=2 / 255)
+    gray = torch.allclose(gt[:degraded_share].amax(1), gt[:degraded_share].amin(1), atol=1e-5)
+    assert gray == gt_gray

@@ -372,6 +372,11 @@ def _weighted_sum(img, weights):
     return (img * _constant(weights, img)).sum(1, keepdim=True)
 
 
+def to_gray(img):
+    """(B, 3, H, W) RGB -> the same shape, every channel the luma of the CPU path's gray conversion."""
+    return _gray(img)
+
+
 def _gray(img):
     return _weighted_sum(img, _GRAY_RGB).expand_as(img)
 

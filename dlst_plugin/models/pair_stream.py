@@ -69,7 +69,7 @@ class PairStream:
     @torch.no_grad()
     def draw(self, n, iteration):
         """``n`` fresh (lq, gt) pairs in [-1, 1], RGB, on the device, for ``iteration``."""
-        from dlst_plugin.data.device_degradation import degrade_batch, sample_packed
+        from dlst_plugin.data.device_degradation import degrade_batch, sample_packed, to_gray
         seed = stream_seed(self.seed, iteration, self.rank)
         generator = torch.Generator(self.device).manual_seed(seed)
         codes = self.degrader.draw_codes(n, generator=generator)
@@ -82,7 +82,12 @@ class PairStream:
             keep = n // 2
             source = clean[:n - keep]
         rngs = [np.random.default_rng([self.seed, iteration, self.rank, i]) for i in range(source.shape[0])]
-        lq, _ = degrade_batch(source, sample_packed(self.cfg, rngs, size), generator=generator)
+        packed = sample_packed(self.cfg, rngs, size)
+        lq, _ = degrade_batch(source, packed, generator=generator)
+        # gt_gray: a target whose input was drawn gray is gray too (as SecondOrderFaceDataset does on the CPU)
+        grayed = (packed['gray'] & packed['gt_gray']).to(self.device).view(-1, 1, 1, 1)
+        head = clean[:source.shape[0]]
+        clean = torch.cat([torch.where(grayed, to_gray(head), head), clean[source.shape[0]:]])
         if keep:
             lq = torch.cat([lq, degraded[n - keep:]])
         flip = torch.rand(n, generator=generator, device=self.device) < 0.5
