@@ -10,7 +10,8 @@ installs an import finder; nothing heavy is imported until a program imports
   BasicSR's registries (``python -m basicsr.train -opt ...`` finds them).
 * ``python -m basicsr.train`` / ``basicsr.test`` compute their experiment root inside
   site-packages and cannot run on a CPU; they are handed to ``dlst_plugin.train`` /
-  ``dlst_plugin.test``, which run BasicSR's own pipeline with the fixes applied.
+  ``dlst_plugin.test``, which run BasicSR's own pipeline: with the fixes applied when the option
+  file is the plugin's, exactly as BasicSR would otherwise (``taken_over`` records the hand-over).
 
 Set ``DLST_PLUGIN_AUTOLOAD=0`` to switch the last two off.
 """
@@ -21,6 +22,7 @@ import sys
 
 _ALIAS = 'torchvision.transforms.functional_tensor'
 _TAKEOVER = {'basicsr.train': 'dlst_plugin.train', 'basicsr.test': 'dlst_plugin.test'}
+taken_over = None  # 'basicsr.train' / 'basicsr.test' once the hook has handed that entry to the plugin
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -71,8 +73,11 @@ class _AfterBasicsrLoader(importlib.abc.Loader):
     def exec_module(self, module):
         self.loader.exec_module(module)
         importlib.import_module('dlst_plugin')
-        entry = _TAKEOVER.get(_main_module_requested() or '')
+        global taken_over
+        requested = _main_module_requested() or ''
+        entry = _TAKEOVER.get(requested)
         if entry is not None:
+            taken_over = requested
             sys.argv[0] = entry
             importlib.import_module(entry).main()
             sys.exit(0)

@@ -40,7 +40,7 @@ CHECKPOINTABLE = ('st', 'glean')
 def options(model, size, batch, mode, amp_dtype, narrow=1):
     """A BasicSR option dict for one measured model (single process, no data loader)."""
     flags = MODES[mode]
-    train = {'use_amp': flags.get('use_amp', False), 'amp_dtype': amp_dtype, 'ema_decay': 0.999,
+    train = {'use_amp': flags.get('use_amp', False), 'amp_dtype': amp_dtype, 'ema_decay': 0.999, 'total_iter': 1,
              'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'optim_d': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'pixel_opt': {'type': 'MSELoss', 'loss_weight': 1.0}}

@@ -11,6 +11,7 @@ compat.apply()
 
 from dlst_plugin import archs, data, losses, models  # noqa: E402,F401  (fill the registries)
 
+# the version's one source: setup.py reads this line as text, every command's --version prints it
 __version__ = '0.1.0'
 
 

@@ -192,3 +192,48 @@ def to_gfpgan_clean(state, lr_mlp):
         else:
             out[key] = value
     return out
+
+
+# --- colour channel order -------------------------------------------------------------------------
+# A StyleGAN2 trained on BGR images (MMagic's StyleGAN2 data pipeline loads images BGR and converts nothing)
+# draws BGR faces and its discriminator expects BGR. Reading it as RGB reverses the colour axis of the
+# generator's ToRGB outputs (every resolution's: the RGB skip sums them) and of the discriminator's from-RGB
+# input, in BasicSR's (and GFP-GAN clean's) names.
+CHANNEL_ORDERS = ('rgb', 'bgr')
+RGB_TENSORS = {
+    'generator': (re.compile(r'(to_rgb1|to_rgbs\.\d+)\.(modulated_conv\.weight|bias)'), 1),
+    'discriminator': (re.compile(r'conv_body\.0\.0\.weight'), 1),
+}
+MMAGIC_EMA_TRAINING_PREFIX = 'generator_ema.module.'  # MMagic 1.x wraps its EMA generator (training saves)
+
+
+def check_channel_order(value, option='channel_order'):
+    """``value`` when it is None (unset), 'rgb' or 'bgr'; ValueError naming ``option`` otherwise."""
+    if value is not None and value not in CHANNEL_ORDERS:
+        raise ValueError(f"{option} must be 'rgb' or 'bgr' (the colour order the StyleGAN2 prior was trained on), "
+                         f'got {value!r}')
+    return value
+
+
+def swap_rgb_bgr(state, kind):
+    """``state`` (BasicSR layout) with the colour axis of its RGB-facing tensors reversed: ToRGB outputs of a
+    generator, the from-RGB conv's input of a discriminator. Returns (new state, number of tensors swapped)."""
+    pattern, dim = RGB_TENSORS[kind]
+    out, swapped = {}, 0
+    for key, value in state.items():
+        if pattern.fullmatch(key) and value.ndim > dim and value.shape[dim] == 3:
+            value, swapped = value.flip(dim), swapped + 1
+        out[key] = value
+    return out, swapped
+
+
+def mmagic_training_evidence(obj):
+    """Why a loaded checkpoint looks like an MMagic (mmengine) training save rather than MMagic's converted
+    official StyleGAN2 weights, or None: mmengine's ``meta``, or the EMA wrapper MMagic 1.x training keeps."""
+    meta = obj.get('meta') if isinstance(obj, dict) else None
+    if isinstance(meta, dict) and meta.get('mmengine_version'):
+        return f"its meta was written by mmengine {meta['mmengine_version']} (an MMagic training run)"
+    for state in (obj, obj.get('state_dict')):
+        if isinstance(state, dict) and any(str(k).startswith(MMAGIC_EMA_TRAINING_PREFIX) for k in state):
+            return f'its EMA generator is saved under {MMAGIC_EMA_TRAINING_PREFIX!r}, as MMagic 1.x training saves it'
+    return None

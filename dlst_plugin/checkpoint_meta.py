@@ -7,13 +7,15 @@ Every ``net_g_*.pth`` of the plugin's models (and every file ``dlst-export`` wri
      'image_range': [-1, 1], 'channels': 'RGB', 'plugin_version': '0.1.0'}
 
 ``options`` are the ``network_g`` options without the files the network was initialised from
-(``decoder_load_path``, ``bank_load_path``, ``pretrained``): the checkpoint holds those weights. In a
+(``decoder_load_path``, ``bank_load_path``, ``pretrained``) and the options about those files (their layout
+and channel order): the checkpoint holds those weights. In a
 ``.safetensors`` file the same dict is JSON in the header's ``dlst_meta`` entry.
 
 A checkpoint without ``meta`` (older files, other tools' copies, a bare state dict) is rebuilt from its
 tensor shapes (:func:`infer_network_options`): the arch from keys only it has, then the sizes, widths,
-block counts, attention and skip layers. What leaves no trace in the shapes takes its default, and a
-warning says so when it matters (the Skip-Transformer's attention patch sizes).
+block counts, attention and skip layers. The Skip-Transformer's attention patch sizes travel in a buffer
+(``attention_patch_sizes``); a file saved before it existed gets the default sizes, with a warning. What
+else leaves no trace in the shapes (``lr_mlp``) takes its default.
 """
 import json
 import logging
@@ -23,17 +25,22 @@ from dlst_plugin.checkpoints import key_indices, sub_state
 META_KEY = 'meta'
 FORMAT = 1
 INIT_FILE_KEYS = ('decoder_load_path', 'bank_load_path', 'pretrained')
+# options that only say how those files are read: left out of ``meta`` like the files
+INIT_OPTION_KEYS = ('decoder_channel_order', 'bank_channel_order', 'pretrained_channel_order', 'bank_layout',
+                    'pretrained_layout')
 HEADER_KEY = 'dlst_meta'  # safetensors header entry holding the JSON of ``meta``
 # keys only a state dict of that network holds (the first is also what spandrel detection checks first)
 SIGNATURES = {
     'SkipTransformer': ('encoder.to_w.weight', 'encoder.first.0.0.weight', 'decoder.constant_input.weight',
                         'decoder.style_conv1.modulated_conv.weight', 'decoder.to_rgb1.modulated_conv.weight'),
-    'GLEANStyleGAN2': ('encoder.to_latent.2.weight', 'encoder.first.0.0.weight', 'bank.constant_input.weight',
-                       'bank.style_conv1.modulated_conv.weight', 'decoder.first.0.weight', 'decoder.head.1.weight'),
+    'GLEANStyleGAN2': ('encoder.0.0.conv_first.weight', 'encoder.0.1.weight', 'fusion_out.0.weight',
+                       'fusion_skip.0.weight', 'bank.constant_input.weight', 'bank.style_conv1.modulated_conv.weight'),
     'GFPGANv1Clean': ('conv_body_first.weight', 'final_linear.weight', 'toRGB.0.weight', 'condition_scale.0.0.weight',
                       'stylegan_decoder.constant_input.weight', 'stylegan_decoder.style_conv1.modulated_conv.weight'),
 }
 RESTORER_ARCHS = tuple(SIGNATURES)
+DEFAULT_GROWTH = 32  # GLEAN's rrdb_growth_channels (ESRGAN's): no trace in a trunk without RRDBs
+OPTIONAL_KEYS = ('attention_patch_sizes', )  # buffers that files saved before they existed lack (loads fill them)
 NOT_RESTORERS = {'CoupledStyleGAN2': 'a degrader (use it with dlst-generate-pairs)',
                  'PureStyleGAN2Generator': 'a StyleGAN2 generator (a prior: decoder_load_path / bank_load_path)',
                  'PureStyleGAN2Discriminator': 'a discriminator'}
@@ -53,7 +60,8 @@ def _plain(value):
 def network_metadata(net_opt):
     """The ``meta`` entry of a network built from ``net_opt`` (a BasicSR ``network_*`` block)."""
     from dlst_plugin import __version__
-    options = {k: _plain(v) for k, v in net_opt.items() if k != 'type' and k not in INIT_FILE_KEYS}
+    options = {k: _plain(v) for k, v in net_opt.items()
+               if k != 'type' and k not in INIT_FILE_KEYS and k not in INIT_OPTION_KEYS}
     return {'format': FORMAT, 'arch': str(net_opt['type']), 'options': options, 'image_range': [-1, 1],
             'channels': 'RGB', 'plugin_version': __version__}
 
@@ -125,32 +133,47 @@ def _stylegan(state, prefix, name, multiplier):
 
 
 def infer_skip_transformer(state, name='checkpoint', why='it has no metadata'):
-    """``SkipTransformer`` options from a state dict's shapes (``patch_sizes``, ``lr_mlp``: defaults; ``why``
-    the metadata is not used goes into the patch-size warning)."""
+    """``SkipTransformer`` options from a state dict's shapes and its ``attention_patch_sizes`` buffer (``lr_mlp``:
+    default; a state dict without the buffer gets the default patch sizes, with a warning saying ``why``)."""
+    from dlst_plugin.archs.skip_transformer_arch import PATCH_SIZES_KEY, patch_size_overrides
     config, dec = _stylegan(state, 'decoder.', name, 1)
     out_size = config['out_size']
     stages = key_indices(state, r'encoder\.stages\.(\d+)\.down\.0\.weight')
     widths = {out_size: state['encoder.first.0.0.weight'].shape[0]}
     widths.update({out_size >> (i + 1): state[f'encoder.stages.{i}.down.0.weight'].shape[0] for i in stages})
     attention = any('.attention.' in k for k in state if k.startswith('encoder.stages.'))
-    if attention:
-        logger.warning('%s: %s and attention patch sizes leave no trace in the tensors: the default patch '
-                       'size (resolution / 8, what the shipped option files train) is assumed; a model trained '
-                       'with other patch_sizes needs the option file that trained it', name, why)
+    patch_sizes = {}
+    if PATCH_SIZES_KEY in state:
+        patch_sizes = patch_size_overrides(_buffer_patch_sizes(state[PATCH_SIZES_KEY], out_size, name))
+    elif attention:
+        logger.warning('%s: %s and was saved without its attention patch sizes (before the %s buffer existed): '
+                       'the default patch size (resolution / 8, what the shipped option files train) is assumed; '
+                       'a model trained with other patch_sizes needs the option file that trained it', name, why,
+                       PATCH_SIZES_KEY)
     return {**config, 'encoder_narrow': _encoder_narrow(widths, dec, name),
             'num_first_blocks': len(key_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight')),
-            'attention': attention, 'skip_resolutions': key_indices(state, r'skips\.(\d+)\.fuse\.0\.weight')}
+            'attention': attention, 'patch_sizes': patch_sizes,
+            'skip_resolutions': key_indices(state, r'skips\.(\d+)\.fuse\.0\.weight')}
+
+
+def _buffer_patch_sizes(tensor, out_size, name):
+    from dlst_plugin.archs.skip_transformer_arch import PATCH_SIZES_KEY, patch_sizes_from_buffer
+    from dlst_plugin.checkpoints import CheckpointLayoutError
+    try:
+        return patch_sizes_from_buffer(tensor.reshape(-1).tolist(), out_size)
+    except ValueError as err:
+        raise CheckpointLayoutError(f'{name}: its {PATCH_SIZES_KEY} buffer does not fit: {err}') from None
 
 
 def infer_glean(state, name='checkpoint'):
-    """``GLEANStyleGAN2`` options from a state dict's shapes (``lr_mlp``: default)."""
-    config, bank = _stylegan(state, 'bank.', name, 2)
-    stages = key_indices(state, r'encoder\.stages\.(\d+)\.0\.0\.weight')
-    in_size = 2**(len(stages) + 2)
-    widths = {in_size: state['encoder.first.0.0.weight'].shape[0]}
-    widths.update({in_size >> (i + 1): state[f'encoder.stages.{i}.0.0.weight'].shape[0] for i in stages})
-    return {'in_size': in_size, **config, 'encoder_narrow': _encoder_narrow(widths, bank, name),
-            'num_first_blocks': len(key_indices(state, r'encoder\.first\.(\d+)\.conv1\.0\.weight'))}
+    """``GLEANStyleGAN2`` options from a state dict's shapes (``lr_mlp``: default; ``rrdb_growth_channels``:
+    default when the trunk has no RRDB)."""
+    config, _ = _stylegan(state, 'bank.', name, 2)
+    blocks = key_indices(state, r'encoder\.(\d+)\.0\.weight')  # blocks 1 ...: one per encoder resolution
+    rrdbs = key_indices(state, r'encoder\.0\.0\.body\.(\d+)\.rdb1\.conv1\.weight')
+    growth = state['encoder.0.0.body.0.rdb1.conv1.weight'].shape[0] if rrdbs else DEFAULT_GROWTH
+    return {'in_size': 2**(len(blocks) + 1), **config, 'rrdb_channels': state['encoder.0.0.conv_first.weight'].shape[0],
+            'num_rrdbs': len(rrdbs), 'rrdb_growth_channels': growth}
 
 
 def infer_gfpgan_clean(state, name='checkpoint'):
@@ -173,6 +196,8 @@ def infer_network_options(state, name='checkpoint'):
     from dlst_plugin.checkpoints import CheckpointLayoutError, listing
     arch = detect_arch(state)
     if arch is None:
+        from dlst_plugin.glean_checkpoints import check_not_legacy
+        check_not_legacy(state, name)
         raise CheckpointLayoutError(
             f'{name} has no metadata and its keys match no known restorer ({", ".join(RESTORER_ARCHS)}); keys: '
             f'{listing(state)}. Pass --opt X.yml whose network_g builds it')
@@ -196,7 +221,8 @@ def check_shapes(network_opt, state, name='checkpoint'):
     from dlst_plugin.checkpoints import check_state
     cls = {'SkipTransformer': SkipTransformer, 'GLEANStyleGAN2': GLEANStyleGAN2}[network_opt['type']]
     with torch.device('meta'):
-        expected = {k: v.shape for k, v in cls(**without_type(network_opt)).state_dict().items()}
+        expected = {k: v.shape for k, v in cls(**without_type(network_opt)).state_dict().items()
+                    if k in state or k not in OPTIONAL_KEYS}
     check_state(expected, state, f'{name} (inferred {network_opt["type"]} {without_type(network_opt)})')
 
 

@@ -15,6 +15,10 @@ Layouts (their key tables live in :mod:`dlst_plugin.checkpoint_layouts`):
   ``discriminator.`` (optionally ``.module.``), in mmengine's ``state_dict`` or at the top level.
   The EMA generator is preferred.
 
+``channel_order='bgr'`` reads a prior trained on BGR images (MMagic's StyleGAN2 pipeline trains on BGR):
+the generator's ToRGB outputs and the discriminator's from-RGB input are reversed so the network works on
+RGB. Left unset, an MMagic training save is read as RGB with a warning that names the option to set.
+
 A checkpoint either maps completely onto the target network or loading stops with a
 :class:`CheckpointLayoutError` naming the missing, unexpected and mis-shaped keys.
 """
@@ -34,9 +38,12 @@ from dlst_plugin.checkpoint_layouts import (
     SIGNATURES,
     STRIP_PREFIX,
     SUBNET_PREFIXES,
+    check_channel_order,
     from_gfpgan_clean,
     from_mmagic,
     from_rosinality,
+    mmagic_training_evidence,
+    swap_rgb_bgr,
 )
 from dlst_plugin.errors import InputError
 
@@ -60,6 +67,7 @@ class Conversion:
     dropped: list = field(default_factory=list)  # source keys with no BasicSR counterpart (fixed buffers)
     rescaled: int = 0  # tensors whose values were rescaled (gfpgan_clean)
     extras: dict = field(default_factory=dict)  # tensors kept beside the network (MMagic's w_avg as latent_avg)
+    swapped: int = 0  # tensors whose colour axis was reversed (channel_order='bgr')
 
 
 def listing(keys):
@@ -238,12 +246,15 @@ def find_network(obj, kind, layout='auto', name='checkpoint'):
                                 f'key such as ({expected}), or pass layout= explicitly')
 
 
-def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint'):
+def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint', channel_order=None,
+                    option='channel_order'):
     """The ``kind`` network of a loaded checkpoint, mapped to BasicSR's layout.
 
     ``lr_mlp``: the target generator's mapping learning-rate multiplier (only ``gfpgan_clean``
-    weights depend on it).
+    weights depend on it). ``channel_order``: 'rgb', 'bgr' (swap to RGB) or None (rgb; an MMagic training
+    save is then warned about, naming ``option``).
     """
+    check_channel_order(channel_order, option)
     source, state, layout = find_network(obj, kind, layout, name)
     if layout == 'rosinality':
         mapped = from_rosinality(state, kind)
@@ -255,12 +266,29 @@ def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint'):
         mapped = from_gfpgan_clean(state, lr_mlp)
     else:
         mapped = {'state': dict(state)}
-    return Conversion(layout=layout, kind=kind, source=source, **mapped)
+    conversion = Conversion(layout=layout, kind=kind, source=source, **mapped)
+    return apply_channel_order(conversion, obj, channel_order, name, option)
 
 
-def load_stylegan2_state(path, kind='generator', layout='auto', lr_mlp=0.01):
+def apply_channel_order(conversion, obj, channel_order, name, option):
+    """``conversion`` with its colours swapped for a BGR prior; a warning for an MMagic training save read
+    without ``channel_order`` (its GLEAN bank, an RGB prior, excepted)."""
+    if channel_order == 'bgr':
+        conversion.state, conversion.swapped = swap_rgb_bgr(conversion.state, conversion.kind)
+        return conversion
+    evidence = mmagic_training_evidence(obj) if conversion.layout == 'mmagic' else None
+    if channel_order is None and evidence and 'generator.generator.' not in conversion.source:
+        logger.warning("%s: %s; MMagic's StyleGAN2 data pipeline loads images as BGR, so its %s probably works on "
+                       "BGR colours. It is read as RGB: set %s: bgr to swap its colours (or rgb if it was trained "
+                       "on RGB images) to silence this warning", name, evidence, conversion.kind, option)
+    return conversion
+
+
+def load_stylegan2_state(path, kind='generator', layout='auto', lr_mlp=0.01, channel_order=None,
+                         option='channel_order'):
     """Read ``path`` and return ``(state dict in BasicSR layout, detected layout)``."""
-    conversion = convert_network(read_checkpoint(path), kind, layout, lr_mlp, name=str(path))
+    conversion = convert_network(read_checkpoint(path), kind, layout, lr_mlp, name=str(path),
+                                 channel_order=channel_order, option=option)
     return conversion.state, conversion.layout
 
 
@@ -286,18 +314,19 @@ def check_state(expected_shapes, state, what, strict=True):
         logger.warning('%s loaded partially:\n  %s', what, '\n  '.join(problems))
 
 
-def load_into(module, path, kind=None, layout='auto', strict=True):
+def load_into(module, path, kind=None, layout='auto', strict=True, channel_order=None, option='channel_order'):
     """Load a checkpoint of any known layout into a ``PureStyleGAN2Generator``/``Discriminator``
     (or a module with the same parameter names); return the detected layout.
 
-    ``kind`` defaults to what ``module`` is. Nothing is loaded when a key does not fit.
+    ``kind`` defaults to what ``module`` is. Nothing is loaded when a key does not fit. ``channel_order``:
+    see :func:`convert_network` (``option`` is the setting a warning names).
     """
     from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
     if kind is None:
         kind = 'discriminator' if isinstance(module, PureStyleGAN2Discriminator) else 'generator'
     mlp = getattr(module, 'style_mlp', None)
     lr_mlp = mlp[1].lr_mul if mlp is not None and len(mlp) > 1 else 0.01
-    state, detected = load_stylegan2_state(path, kind, layout, lr_mlp)
+    state, detected = load_stylegan2_state(path, kind, layout, lr_mlp, channel_order, option)
     expected = {k: v.shape for k, v in module.state_dict().items()}
     check_state(expected, state, f'{path} ({detected} {kind})', strict)
     module.load_state_dict(state, strict=strict)

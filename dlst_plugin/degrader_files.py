@@ -12,7 +12,7 @@ from dlst_plugin.model_files import load_checkpoint
 
 EXPECTED_DEGRADER = ('a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and '
                      'green.* weights')
-NOT_ARCH_OPTIONS = ('type', 'pretrained')
+NOT_ARCH_OPTIONS = ('type', 'pretrained', 'pretrained_layout', 'pretrained_channel_order')
 
 
 def degrader_weights(ckpt, weights, source, path):

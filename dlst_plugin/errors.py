@@ -2,14 +2,17 @@
 
 Every command exits 0 when it did its job, 1 when some inputs failed (each is named, the rest was
 done) or the inputs gave no output, 2 for a usage or configuration error (nothing was done), 130
-when interrupted. Library code raises these; commands catch :class:`DLSTError` once
-(:func:`dlst_plugin.cli.common.run_command`) and print ``error: <message>`` without a traceback.
+when interrupted (Ctrl-C), 143 when stopped by SIGTERM (cluster preemption; 128 + the signal's number,
+what a shell reports for a process SIGTERM killed). Library code raises these; commands catch
+:class:`DLSTError` once (:func:`dlst_plugin.cli.common.run_command`) and print ``error: <message>``
+without a traceback.
 """
 
 EXIT_OK = 0
 EXIT_INPUT = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class DLSTError(Exception):
@@ -38,3 +41,17 @@ class MissingFileError(ConfigError, FileNotFoundError):
 class Interrupted(DLSTError):
     """Ctrl-C during a command; the message says what was kept (exit code 130)."""
     exit_code = EXIT_INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a scheduler's preemption or time limit) during a command; the message says what was kept
+    (exit code 143)."""
+    exit_code = EXIT_TERMINATED
+
+
+class TerminationRequest(KeyboardInterrupt):
+    """What the SIGTERM handler of :func:`dlst_plugin.cli.common.stop_on_sigterm` raises in the main thread.
+
+    A ``KeyboardInterrupt``, so every path that handles Ctrl-C (``finally`` blocks committing what was
+    done, ``except KeyboardInterrupt``, worker pools torn down) handles SIGTERM the same way; commands
+    report it as :class:`Terminated` (exit code 143)."""

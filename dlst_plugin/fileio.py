@@ -22,13 +22,19 @@ def atomic_path(path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):  # what is left of a failed write; the write's own error is raised
             tmp.unlink()
+
+
+def _write_file(path, data):
+    """Write ``data`` to ``path`` (the temporary file of an atomic write); tests replace it to fake a full disk."""
+    with open(path, 'wb') as f:
+        f.write(data)
 
 
 def atomic_write_bytes(path, data):
     with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
+        _write_file(tmp, data)
 
 
 def atomic_write_text(path, text, encoding='utf-8'):
@@ -67,3 +73,12 @@ def check_writable(path, what='output', files=()):
         if target.exists() and not os.access(target, os.W_OK):
             raise ConfigError(f'{what} {path} is read-only ({target} cannot be written): make it writable '
                               f'(chmod -R u+w {path}) or choose another {what}')
+
+
+def check_can_write(folder, size=4096):
+    """Write ``size`` bytes into the existing ``folder`` through the atomic path, then remove them: raise the
+    ``OSError`` a real output write would meet there (read-only file system, no permission, no space), before
+    any work is done. Permissions alone say nothing for root or a read-only mount; a write does."""
+    probe = Path(folder) / f'.dlst-write-test-{os.getpid()}'
+    atomic_write_bytes(probe, b'\0' * size)
+    probe.unlink()

@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import signal
 
 import cv2
 import lmdb
@@ -291,7 +292,8 @@ def worker_pool(workers, initializer=None, initargs=(), start_method=None):
 
     A forked child that touches the OpenCV thread pool its parent had started hangs (even
     ``cv2.setNumThreads`` does), so the parent runs OpenCV single-threaded while workers are
-    forked, and forked workers inherit that instead of calling OpenCV's thread settings."""
+    forked, and forked workers inherit that instead of calling OpenCV's thread settings. Workers leave
+    Ctrl-C and SIGTERM to the parent (see ``_init_worker``)."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(0)
     ctx = multiprocessing.get_context(start_method)
@@ -306,6 +308,11 @@ def worker_pool(workers, initializer=None, initargs=(), start_method=None):
 
 
 def _init_worker(fresh, initializer, initargs):
+    # the parent handles Ctrl-C and SIGTERM and tears the pool down (Pool.terminate sends SIGTERM): a worker
+    # ignores SIGINT (a terminal sends it to every process) and dies quietly on SIGTERM, without the
+    # traceback a forked copy of the parent's handler (or a broken result pipe) would print
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if fresh:  # a new interpreter (spawn / forkserver): one OpenCV thread per worker process
         cv2.setNumThreads(1)
     if initializer is not None:

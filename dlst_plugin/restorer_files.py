@@ -4,6 +4,8 @@ and loaded strictly. Shared by ``dlst-restore``, ``dlst-export``, :class:`~dlst_
 
 Which network: an option file's ``network_g`` when one is given (it overrides everything), else the
 checkpoint's ``meta`` entry, else what its keys and tensor shapes say (:mod:`dlst_plugin.checkpoint_meta`).
+A GLEAN checkpoint saved by MMagic (``GLEANStyleGANv2`` in its ``SRGAN`` editor) is read into
+``GLEANStyleGAN2``'s layout first (:mod:`dlst_plugin.glean_checkpoints`).
 """
 import copy
 from pathlib import Path
@@ -16,8 +18,8 @@ from dlst_plugin.model_files import load_checkpoint
 # network_g of the paper's 512 px Skip-Transformer, shipped inside the package (read_network_options())
 DEFAULT_OPT = Path(__file__).resolve().parent / 'assets' / 'restore_default.yml'
 CHECKPOINT_KEYS = ('params_ema', 'params')  # BasicSR net_g_*.pth: the EMA weights first
-EXPECTED_CHECKPOINT = ('a restorer checkpoint (.pth: a dict with params_ema or params, as BasicSR saves; or '
-                       '.safetensors)')
+EXPECTED_CHECKPOINT = ('a restorer checkpoint (.pth: a dict with params_ema or params, as BasicSR saves, or '
+                       "MMagic's GLEAN save; or .safetensors)")
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
@@ -33,7 +35,7 @@ def read_network_options(opt_path=None):
     """``network_g`` of a BasicSR option file (default: the packaged ``assets/restore_default.yml``, the
     512 px Skip-Transformer), with the files it was initialised from set to None (the checkpoint holds them)."""
     from dlst_plugin.checkpoint_meta import INIT_FILE_KEYS
-    from dlst_plugin.option_file import read_option_file
+    from dlst_plugin.options.file import read_option_file
     path = Path(opt_path) if opt_path else DEFAULT_OPT
     if not path.is_file():
         raise RestoreSetupError(f'--opt {path}: option file not found' if opt_path else
@@ -54,9 +56,16 @@ def read_network_options(opt_path=None):
 
 
 def split_checkpoint(ckpt):
-    """(state dict, meta or None) of a loaded checkpoint: ``params_ema``, else ``params``, else the file as a
-    state dict, without ``module.`` prefixes."""
+    """(state dict, meta or None) of a loaded checkpoint: MMagic's GLEAN converted, else ``params_ema``, else
+    ``params``, else the file as a state dict, without ``module.`` prefixes."""
     from dlst_plugin.checkpoint_meta import META_KEY, read_metadata
+    from dlst_plugin.glean_checkpoints import read_mmagic_glean
+    mmagic = read_mmagic_glean(ckpt)
+    if mmagic is not None:
+        return mmagic[0], None  # MMagic's meta describes its training run, not this network
+    trained_in_mmagic = _editor_restorer(ckpt)
+    if trained_in_mmagic is not None:
+        return trained_in_mmagic, None
     meta = read_metadata(ckpt)
     state = next((ckpt[k] for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), dict)), None)
     if state is None:
@@ -65,12 +74,31 @@ def split_checkpoint(ckpt):
     return strip_module_prefix(state), meta
 
 
+def _editor_restorer(ckpt):
+    """One of the plugin's restorers trained in MMagic's ``SRGAN`` editor (``options/mmagic/``): mmengine's
+    ``state_dict`` with the network under ``generator.`` (or an EMA prefix); None otherwise."""
+    from dlst_plugin.checkpoint_meta import SIGNATURES
+    from dlst_plugin.glean_checkpoints import editor_network
+    container = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
+    if not isinstance(container, dict):
+        return None
+    for signature in SIGNATURES.values():
+        found = editor_network(container, signature)
+        if found is not None:
+            return found
+    return None
+
+
 def load_restorer_state(path):
     """(state dict, meta or None) of a restorer checkpoint file; RestoreSetupError naming it when unreadable."""
+    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.glean_checkpoints import check_not_legacy
     try:
-        return split_checkpoint(load_checkpoint(path, EXPECTED_CHECKPOINT))
-    except ConfigError as err:
+        state, meta = split_checkpoint(load_checkpoint(path, EXPECTED_CHECKPOINT))
+        check_not_legacy(state, f'--model {path}')
+    except (ConfigError, CheckpointLayoutError) as err:
         raise RestoreSetupError(str(err)) from None
+    return state, meta
 
 
 def load_state_dict(path):

@@ -35,7 +35,8 @@ class CheckpointSaveError(DLSTError, OSError):
 
 
 def save_with_retries(obj, path, what, log_warning):
-    """``atomic_torch_save(obj, path)``, tried :data:`RETRIES` times; then :class:`CheckpointSaveError`."""
+    """``atomic_torch_save(obj, path)``, tried :data:`RETRIES` times; then :class:`CheckpointSaveError` (in
+    another project's run, BasicSR's warning, and the run goes on)."""
     from dlst_plugin.fileio import atomic_torch_save
     for attempt in range(1, RETRIES + 1):
         try:
@@ -46,6 +47,10 @@ def save_with_retries(obj, path, what, log_warning):
             if attempt < RETRIES:
                 log_warning(f'Saving the {what} {path} failed ({reason}); {RETRIES - attempt} more tries.')
                 time.sleep(RETRY_DELAY_S)
+    from dlst_plugin.options.ownership import is_plugin_run
+    if not is_plugin_run():  # another project's run goes on without the file, as BasicSR does
+        log_warning(f'Still cannot save {path}. Just ignore it.')
+        return
     raise CheckpointSaveError(f'could not save the {what} {path} after {RETRIES} tries ({reason}); training '
                               'stopped so that no checkpoint goes missing unnoticed. Free disk space or fix the '
                               'folder\'s permissions, then continue with --auto_resume (it resumes from the newest '

@@ -28,8 +28,10 @@ ST_CONFIGS = {
 GLEAN_CONFIGS = {
     'in_lt_out': {},
     'in_eq_out': {'in_size': 32},
-    'narrow_encoder': {'in_size': 8, 'encoder_narrow': 0.5, 'num_first_blocks': 3, 'num_mlp': 1},
+    'bigger_trunk': {'in_size': 8, 'rrdb_channels': 12, 'num_rrdbs': 3, 'rrdb_growth_channels': 6, 'num_mlp': 1},
+    'no_rrdb': {'in_size': 4, 'num_rrdbs': 0, 'rrdb_growth_channels': 32},
 }
+INIT_OPTIONS = ('decoder_channel_order', 'bank_channel_order', 'bank_layout')
 INIT_FILES = ('decoder_load_path', 'bank_load_path')
 
 
@@ -77,23 +79,30 @@ def test_gfpgan_clean_without_meta_loads_by_inference(tmp_path):
         assert torch.equal(net(x, randomize_noise=False)[0], loaded(x, randomize_noise=False)[0])
 
 
-def test_patch_sizes_come_from_meta_and_default_with_a_warning(tmp_path, caplog):
+def test_patch_sizes_come_from_meta_from_the_buffer_and_default_with_a_warning(tmp_path, caplog):
     net_opt = {**TINY_ST, 'patch_sizes': {8: 2, 16: 4}}
     path, net = save_training_checkpoint(tmp_path / 'meta.pth', net_opt)
     with caplog.at_level(logging.WARNING):
         loaded, options = load_restorer(path)
     assert loaded.patch_sizes[8] == 2 and options['patch_sizes'] == {'8': 2, '16': 4} and not caplog.records
     assert_same_output(net, loaded, 32)
-    bare, _ = save_bare_checkpoint(tmp_path / 'bare.pth', net_opt)
+    bare, _ = save_bare_checkpoint(tmp_path / 'bare.pth', net_opt)  # weights only: the buffer carries them
     with caplog.at_level(logging.WARNING):
-        guessed, _ = load_restorer(bare)
-    assert guessed.patch_sizes[8] == 1 and 'patch size' in caplog.text and 'bare.pth' in caplog.text
+        rebuilt, options = load_restorer(bare)
+    assert rebuilt.patch_sizes[8] == 2 and options['patch_sizes'] == {8: 2, 16: 4} and not caplog.records
+    assert_same_output(net, rebuilt, 32)
+    old = {k: v for k, v in net.state_dict().items() if k != 'attention_patch_sizes'}  # saved before the buffer
+    torch.save({'params_ema': old}, tmp_path / 'old.pth')
+    with caplog.at_level(logging.WARNING):
+        guessed, _ = load_restorer(tmp_path / 'old.pth')
+    assert guessed.patch_sizes[8] == 1 and 'patch size' in caplog.text and 'old.pth' in caplog.text
 
 
 def test_meta_is_plain_data_and_names_the_network():
-    meta = network_metadata({**TINY_ST, 'decoder_load_path': 'prior.pth'})
+    meta = network_metadata({**TINY_ST, 'decoder_load_path': 'prior.pth', 'decoder_channel_order': 'bgr'})
     assert meta['arch'] == 'SkipTransformer' and meta['format'] == 1 and meta['image_range'] == [-1, 1]
     assert 'decoder_load_path' not in meta['options'] and meta['options']['skip_resolutions'] == [8, 16]
+    assert not set(INIT_OPTIONS) & set(meta['options'])  # how the prior file was read is no network option
     assert read_metadata({'meta': meta}) is meta and network_options(meta)['type'] == 'SkipTransformer'
 
 

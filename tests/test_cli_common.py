@@ -2,13 +2,16 @@
 spellings of flags, and one mapping of errors to exit codes without tracebacks."""
 import argparse
 import importlib
+import os
+import signal
+import time
 
 import pytest
 from helpers import REPO, run
 
 import dlst_plugin
 from dlst_plugin.cli import common
-from dlst_plugin.errors import ConfigError, InputError, Interrupted
+from dlst_plugin.errors import ConfigError, InputError, Interrupted, Terminated, TerminationRequest
 
 COMMANDS = ['convert_stylegan2', 'make_lmdb', 'collect_lq_faces', 'make_testset', 'generate_pairs', 'restore',
             'evaluate', 'export', 'table1']
@@ -33,7 +36,8 @@ def test_help_states_the_exit_codes(name, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert 'exit codes:' in out and '--version' in out
-    for line in ('0    done', '1    some inputs failed', '2    usage or configuration error', '130  interrupted'):
+    for line in ('0    done', '1    some inputs failed', '2    usage or configuration error', '130  interrupted',
+                 '143  stopped by SIGTERM (cluster preemption): what was finished is kept'):
         assert line in out
 
 
@@ -76,6 +80,8 @@ def test_positional_alias_fills_the_flag_and_may_not_repeat_it(capsys):
     (PermissionError(13, 'Permission denied', 'out/a.png'), 1, "error: [Errno 13] Permission denied: 'out/a.png'"),
     (KeyboardInterrupt(), 130, 'interrupted: what was kept'),
     (Interrupted('12 pairs kept in OUT'), 130, 'interrupted: 12 pairs kept in OUT'),
+    (TerminationRequest('SIGTERM'), 143, 'stopped by SIGTERM: what was kept'),
+    (Terminated('12 pairs kept in OUT'), 143, 'stopped by SIGTERM: 12 pairs kept in OUT'),
 ])
 def test_run_command_maps_errors_to_exit_codes(raised, code, line, capsys):
     def failing(args):
@@ -87,6 +93,30 @@ def test_run_command_maps_errors_to_exit_codes(raised, code, line, capsys):
 def test_run_command_returns_the_commands_code():
     assert common.run_command(_parser(), lambda args: None, ['a']) == 0
     assert common.run_command(_parser(), lambda args: 1, ['a']) == 1
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_with_exit_143(capsys):
+    """A real SIGTERM in this process: the command's finally blocks run (a second SIGTERM during them is
+    ignored), one line says what was kept, exit 143, and the handler before the command is back."""
+    cleaned = []
+
+    def work(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # not reached: the handler raises first
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # Slurm may send it again: the cleanup must go on
+            cleaned.append('committed')
+    before = signal.getsignal(signal.SIGTERM)
+    assert common.run_command(_parser(), work, ['a'], interrupted='what was finished is kept') == 143
+    assert cleaned == ['committed'] and signal.getsignal(signal.SIGTERM) is before
+    assert capsys.readouterr().err.strip() == 'stopped by SIGTERM: what was finished is kept'
+
+
+@pytest.mark.parametrize('raised, error', [(KeyboardInterrupt(), Interrupted), (TerminationRequest(), Terminated)])
+def test_interruption_says_which_signal_stopped_the_work(raised, error):
+    made = common.interruption(raised, '3 pairs kept')
+    assert type(made) is error and str(made) == '3 pairs kept'
 
 
 def test_help_hides_empty_defaults():

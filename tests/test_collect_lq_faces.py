@@ -172,3 +172,27 @@ def test_max_faces_stops_early(photos, tmp_path):
                                   '--workers', '1', '--flush-every', '1']) == 0
     assert len(read_rows(dst)) == 2
     assert np.all([cv2.imread(str(p)) is not None for p in dst.rglob('*.png')])
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_finished_photos_and_rerun_completes(tmp_path):
+    """SIGTERM mid-harvest (2 workers, LMDB output): exit 143, one message, no worker traceback, the photos
+    finished so far recorded with their faces; rerunning finishes the rest, each face once."""
+    import signal
+
+    from signal_runs import assert_stopped_by_sigterm, line_count, signal_mid_run
+    photo = cv2.imread(str(SAMPLE_FACES / 'astronaut.png'))  # one face per photo
+    (tmp_path / 'photos').mkdir()
+    count = 80  # about 2 s of detection here
+    for i in range(count):
+        cv2.imwrite(str(tmp_path / 'photos' / f'{i:03d}.png'), photo)
+    dst = tmp_path / 'faces.lmdb'
+    args = ['-i', str(tmp_path / 'photos'), '-o', str(dst), '--size', str(SIZE), '--workers', '2', '--flush-every', '2']
+    code, _, err = signal_mid_run(['-m', 'dlst_plugin.cli.collect_lq_faces', *args],
+                                  lambda: line_count(dst / DONE_TXT) >= 4, signal.SIGTERM)
+    assert_stopped_by_sigterm(code, err, 'faces of the photos finished so far are kept')
+    done = line_count(dst / DONE_TXT)
+    assert 4 <= done < count and len(read_rows(dst)) == done and len(read_meta_info(str(dst))[0]) == done
+    assert collect_lq_faces.main(args) == 0
+    assert sorted(row['source'] for row in read_rows(dst)) == [f'{i:03d}.png' for i in range(count)]
+    assert verify_lmdb(str(dst)) == [] and len(read_meta_info(str(dst))[0]) == count

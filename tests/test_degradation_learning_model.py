@@ -49,11 +49,22 @@ def test_mapping_red_and_frozen_discriminator_blocks_stay_bit_identical(tmp_path
 
 
 def test_optimisers_hold_only_trainable_parameters_with_the_paper_settings(tmp_path):
-    model = build_model(model_opt(tmp_path))
-    for optimizer, net in ((model.optimizer_g, model.bare_g), (model.optimizer_d, model.bare_d)):
+    """G: the paper's Adam (1e-4, betas (0, 0.9)); D: the same with StyleGAN2's lazy-R1 correction k / (k + 1)
+    (lr x ratio, betas ** ratio; k = net_d_reg_every), as BasicSR's StyleGAN2Model and GFP-GAN do."""
+    opt = model_opt(tmp_path)
+    model = build_model(opt)
+    every = opt['train'].get('net_d_reg_every') or 16
+    ratio = every / (every + 1)
+    expected = {'g': ((0.0, 0.9), 1e-4), 'd': ((0.0, 0.9**ratio), 1e-4 * ratio)}
+    for name, optimizer, net in (('g', model.optimizer_g, model.bare_g), ('d', model.optimizer_d, model.bare_d)):
         held = {id(p) for group in optimizer.param_groups for p in group['params']}
         assert held == {id(p) for p in net.trainable_parameters()}
-        assert optimizer.param_groups[0]['betas'] == (0.0, 0.9) and optimizer.param_groups[0]['lr'] == 1e-4
+        betas, lr = expected[name]
+        assert optimizer.param_groups[0]['betas'] == pytest.approx(betas) and optimizer.param_groups[0]['lr'] == \
+            pytest.approx(lr)
+    opt = model_opt(tmp_path)
+    opt['train']['r1_reg_weight'] = 0  # no R1: no correction
+    assert build_model(opt).optimizer_d.param_groups[0]['lr'] == 1e-4
     assert model.schedulers == []  # constant learning rate
     assert model.bare_d.num_frozen_blocks == PureStyleGAN2Discriminator.blocks_above(32, 32)
 

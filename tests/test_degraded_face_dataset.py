@@ -184,11 +184,16 @@ def test_unknown_option_error_names_it(faces_dir):
         DegradedFaceDataset(dataset_opt(faces_dir, out_szie=32))
 
 
-def test_gfpgan_train_block_builds_through_the_registry(faces_dir):
-    ds = build_dataset(dict(GFPGAN_TRAIN_BLOCK, dataroot_gt=str(faces_dir)))
+def test_gfpgan_train_block_builds_through_the_registry(faces_dir, tmp_path):
+    from table1_cells import component_file
+    landmarks = component_file(tmp_path / 'landmarks.pth', 12, 64)  # in GFP-GAN's landmark-file format
+    ds = build_dataset(dict(GFPGAN_TRAIN_BLOCK, dataroot_gt=str(faces_dir), component_path=str(landmarks)))
     assert isinstance(ds, DegradedFaceDataset)
     assert ds.degradation.blur_sigma == (0.1, 10) and ds.degradation.color_jitter_pt_prob == 0.3
-    assert_sample(ds[0])
+    sample = ds[0]
+    assert_sample({k: v for k, v in sample.items() if not k.startswith('loc_')})
+    assert {k: tuple(v.shape) for k, v in sample.items() if k.startswith('loc_')} == \
+        {'loc_left_eye': (4, ), 'loc_right_eye': (4, ), 'loc_mouth': (4, )}  # crop_components: GFPGANModel's boxes
 
 
 def test_matches_gfpgan_dataset_on_a_near_fixed_recipe(faces_dir, monkeypatch):

@@ -13,7 +13,7 @@ import dlst_plugin  # noqa: F401
 from dlst_plugin.data import device_degradation as dd
 from dlst_plugin.data import image_ops
 from dlst_plugin.data.degradations import FaceDegradation, apply_degradation, degrade
-from dlst_plugin.data.degraded_face_dataset import DATASET_OPTIONS, DegradedFaceDataset, resize_square
+from dlst_plugin.data.degraded_face_dataset import DegradedFaceDataset, DegradedFaceOptions, resize_square
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # small tensors: one thread, no contention for the cores
 SIZE = 64
@@ -246,7 +246,7 @@ def test_dataset_batch_degrades_on_the_device(faces_dir):
 
 
 def test_dataset_option_is_known_and_checked(faces_dir):
-    assert 'degradation_on_device' in DATASET_OPTIONS
+    assert 'degradation_on_device' in DegradedFaceOptions.keys()
     with pytest.raises(ValueError, match='degradation_on_device'):
         DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device='yes'))
     assert 'lq' in DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device=False))[0]
@@ -254,6 +254,6 @@ def test_dataset_option_is_known_and_checked(faces_dir):
 
 @pytest.mark.parametrize('norm', [{'mean': None, 'std': None}, {'mean': [0.485, 0.456, 0.406]}])
 def test_device_degradation_refuses_a_normalisation_the_model_cannot_undo(faces_dir, norm):
-    with pytest.raises(ValueError, match='degradation_on_device needs mean and std'):
+    with pytest.raises(ValueError, match='degradation_on_device: needs mean and std'):
         DegradedFaceDataset(dataset_opt(faces_dir, **norm))
     assert 'lq' in DegradedFaceDataset(dataset_opt(faces_dir, degradation_on_device=False, **norm))[0]

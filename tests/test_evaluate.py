@@ -213,3 +213,35 @@ def test_an_undecodable_image_is_left_out_named_and_exit_1(folders, tmp_path, ca
     assert code == 1 and 'broken.png' in capsys.readouterr().err
     method = json.loads((tmp_path / 'out' / 'metrics.json').read_text())['methods'][0]
     assert method['num_images'] == 4 and [s['file'] for s in method['skipped']] == [str(tmp_path / 'lq' / 'broken.png')]
+
+
+def test_identical_images_have_infinite_psnr_counted_in_the_mean(tmp_path, capsys):
+    gt = face_crops(tmp_path / 'gt', size=64, count=3, seed=1)
+    (tmp_path / 'restored').mkdir()
+    for i, path in enumerate(gt):  # the first one blurred, the other two exact copies of their ground truth
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(tmp_path / 'restored' / path.name), cv2.GaussianBlur(img, (0, 0), 2) if i == 0 else img)
+    code = evaluate.main(['--restored', f'm={tmp_path / "restored"}', '--gt', str(tmp_path / 'gt'),
+                          '--metrics', 'psnr,ssim', '-o', str(tmp_path / 'out')])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert [line.split()[1] for line in out.splitlines() if line.startswith('m ')] == ['inf']  # PSNR column
+    assert 'note: m: 2 of 3 image(s) equal their ground truth (PSNR inf), so the mean PSNR is inf' in out
+
+    def not_json(token):
+        raise AssertionError(f'metrics.json holds {token}, which is not JSON')
+    payload = json.loads((tmp_path / 'out' / 'metrics.json').read_text(), parse_constant=not_json)
+    psnr = payload['methods'][0]['metrics']['psnr']
+    blurred = psnr['per_image'].pop(gt[0].stem)
+    assert psnr['value'] == 'inf' and float(psnr['value']) == float('inf') and psnr['num_images'] == 3
+    assert list(psnr['per_image'].values()) == ['inf', 'inf'] and 0 < blurred < 100
+    assert psnr['identical_images'] == 2 and psnr['finite_mean'] == pytest.approx(blurred)
+    assert '<td>inf</td>' in (tmp_path / 'out' / 'report.html').read_text()
+
+
+def test_metrics_json_is_strict_json_for_every_non_finite_value(tmp_path):
+    from dlst_plugin.metrics.report import write_json
+    write_json(tmp_path / 'm.json', {'a': float('inf'), 'b': [float('-inf'), float('nan'), 1.5], 'c': {'d': 2}})
+    text = (tmp_path / 'm.json').read_text()
+    assert 'Infinity' not in text and 'NaN' not in text
+    assert json.loads(text) == {'a': 'inf', 'b': ['-inf', None, 1.5], 'c': {'d': 2}}

@@ -2,7 +2,6 @@
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import lmdb
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import subprocess_env
+from signal_runs import assert_stopped_by_sigterm, line_count, signal_mid_run
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
@@ -132,27 +132,22 @@ def test_a_checkpoint_that_is_no_degrader_is_one_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=['SIGINT', 'SIGTERM', 'SIGKILL'])
 def test_interrupted_run_rerun_gives_exactly_n_pairs(tmp_path, sig):
     checkpoint = degrader_checkpoint(tmp_path / 'net_g.pth', size=64)
     count = 120  # about 2 s of generation here
-    cmd = [sys.executable, '-m', 'dlst_plugin.cli.generate_pairs', str(checkpoint), str(tmp_path / 'out'),
+    cmd = ['-m', 'dlst_plugin.cli.generate_pairs', str(checkpoint), str(tmp_path / 'out'),
            '-n', str(count), '--batch-size', '2', '--commit-every', '2']
-    # pytest-xdist's workers ignore SIGINT and a child inherits that: give the command the default a shell gives
-    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     meta = tmp_path / 'out' / 'clean.lmdb' / 'meta_info.txt'
-    deadline = time.time() + 120
-    while time.time() < deadline and not (meta.is_file() and len(meta.read_text().splitlines()) >= 4):
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0, f'the run finished before it could be interrupted; its stderr: {err[-3000:]}'
+    code, _, err = signal_mid_run(cmd, lambda: line_count(meta) >= 4, sig)
+    assert code != 0, f'the run finished before it could be interrupted; its stderr: {err[-3000:]}'
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and 'rerun the same command' in err
+        assert code == 130 and 'rerun the same command' in err
+    if sig == signal.SIGTERM:  # as a cluster's preemption: 143, one message, the pairs made so far kept
+        assert_stopped_by_sigterm(code, err, 'the pairs made so far are kept')
     stored = len(read_meta_info(str(tmp_path / 'out' / 'clean.lmdb'))[0])
     assert 4 <= stored < count
-    rerun = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, *cmd], env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert 'resuming' in rerun.stdout
     assert_complete(tmp_path / 'out', count, size=64)

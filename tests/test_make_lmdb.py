@@ -9,6 +9,7 @@ import lmdb
 import numpy as np
 import pytest
 from helpers import REPO, subprocess_env
+from signal_runs import assert_stopped_by_sigterm, line_count, signal_mid_run
 
 from dlst_plugin.cli import make_lmdb
 from dlst_plugin.lmdb_writer import META_INFO, LmdbWriter, read_meta_info, verify_lmdb
@@ -258,6 +259,29 @@ def test_resume_after_kill(tmp_path):
     keys = [k for k, _, _ in read_meta_info(str(dst))[0]]
     assert len(keys) == count and set(keys) == set(stored)
     assert all(_decode(v).shape == (160, 160, 3) for v in stored.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('group', [False, True], ids=['command', 'process_group'])
+def test_sigterm_keeps_what_was_committed_and_rerun_completes(tmp_path, group):
+    """SIGTERM (to the command, or to it and its workers as Slurm does) mid-run: exit 143, one message, no
+    worker traceback, the committed images kept and listed; rerunning stores every image once."""
+    rng = np.random.default_rng(3)
+    (tmp_path / 'src').mkdir()
+    count = 300  # about 2 s here: 32 px noise resized to 256 px and stored at PNG level 9
+    for i in range(count):
+        cv2.imwrite(str(tmp_path / 'src' / f'{i:04d}.png'), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    dst = tmp_path / 't.lmdb'
+    args = ['-i', str(tmp_path / 'src'), '-o', str(dst), '--resize', '256', '--interpolation', 'lanczos',
+            '--png-level', '9', '--workers', '2', '--commit-every', '2']
+    code, _, err = signal_mid_run(['-m', 'dlst_plugin.cli.make_lmdb', *args], lambda: line_count(dst / META_INFO) >= 6,
+                                  signal.SIGTERM, group=group)
+    assert_stopped_by_sigterm(code, err, 'the images written so far are committed')
+    stored = _lmdb_contents(dst)
+    assert 6 <= len(stored) < count and sorted(k for k, _, _ in read_meta_info(str(dst))[0]) == sorted(stored)
+    assert make_lmdb.main([*args, '--verify']) == 0
+    assert sorted(_lmdb_contents(dst)) == [f'{i:04d}' for i in range(count)]
+    assert len(read_meta_info(str(dst))[0]) == count
 
 
 def test_help_mentions_every_option(capsys):

@@ -50,6 +50,8 @@ def shrink(net_cfg):
         cfg['in_size'] = TINY
     if cfg['type'] != 'PureStyleGAN2Discriminator':
         cfg.update(num_style_feat=32, num_mlp=2)
+    if cfg['type'] == 'GLEANStyleGAN2':  # MMagic's 23 RRDBs of 64 channels, shrunk too
+        cfg.update(rrdb_channels=8, num_rrdbs=1, rrdb_growth_channels=4)
     if cfg.get('skip_resolutions') is not None:
         cfg['skip_resolutions'] = [r for r in cfg['skip_resolutions'] if r < TINY]
     for key in ('decoder_load_path', 'bank_load_path'):

@@ -7,7 +7,9 @@ from helpers import REPO, face_crops, fill_option_paths, run
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.errors import ConfigError
-from dlst_plugin.options_check import OptionsError, check_command_line, check_options
+from dlst_plugin.options import ownership
+from dlst_plugin.options.check import check_command_line, check_options
+from dlst_plugin.options.schema import OptionsError
 
 OPTIONS = REPO / 'tests' / 'options'
 SHIPPED = sorted((REPO / 'options').glob('*.yml')) + sorted((REPO / 'options' / 'table1').glob('*.yml'))
@@ -85,7 +87,7 @@ def test_misspelt_keys_are_named(dotted, wrong, expected):
     ('train.optim_d.lr', 0, 'must be > 0, got 0'),
     ('train.total_iter', 0, 'must be > 0, got 0'),
     ('datasets.train.batch_size_per_gpu', 0, 'must be >= 1, got 0'),
-    ('datasets.train.dataroot_gt', None, 'missing: DegradedFaceDataset needs it'),
+    ('datasets.train.dataroot_gt', None, 'missing (required)'),
     ('datasets.train.degradation_on_devic', True, 'unknown key; did you mean degradation_on_device?'),
     ('datasets.train.type', 'DegradedFaceDatset', "unknown dataset type 'DegradedFaceDatset'; did you mean "
                                                    'DegradedFaceDataset?'),
@@ -189,6 +191,7 @@ def test_force_yml_overrides_are_checked(tmp_path):
     path.write_text((OPTIONS / 'train_st_tiny.yml').read_text())
     with pytest.raises(OptionsError) as err:
         check_command_line(['-opt', str(path), '--force_yml', 'train:total_iter=0', 'train:nothere:x=1'], True)
+    ownership.reset()
     assert err.value.problems == ['--force_yml train:nothere:x=1: train.nothere is not in the option file',
                                   'train.total_iter: must be > 0, got 0']
 
@@ -221,7 +224,7 @@ def test_copy_of_options_is_not_changed_by_the_check():
 
 
 def test_the_plugins_own_read_of_an_option_file_runs_no_python_objects(tmp_path):
-    from dlst_plugin.option_file import PythonTag, read_option_file
+    from dlst_plugin.options.file import PythonTag, read_option_file
     made = tmp_path / 'made'
     path = tmp_path / 'o.yml'
     path.write_text(f"payload: !!python/object/apply:os.makedirs ['{made}']\n"

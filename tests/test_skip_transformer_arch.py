@@ -173,3 +173,49 @@ def test_traces_to_torchscript_with_the_same_output():
         traced = torch.jit.trace(net, x, check_trace=False)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), net(x))
+
+
+def skip_outputs_count(net):
+    with torch.no_grad():  # the skip output convs start at zero: give them weights so attention counts
+        for layer in net.skips.values():
+            layer.out.weight.normal_(0, 0.05)
+    return net
+
+
+def test_patch_sizes_travel_in_the_state_dict():
+    trained = skip_outputs_count(tiny_st(patch_sizes={8: 2, 16: 4}))
+    state = trained.state_dict()
+    assert state['attention_patch_sizes'].tolist() == [1, 2, 4, 4]  # p at 4, 8, 16, 32 px
+    rebuilt = tiny_st()  # built with the default sizes, as a weights-only loader builds it
+    rebuilt.load_state_dict(state, strict=True)
+    assert rebuilt.patch_sizes[8] == 2 and {m.patch_size for m in attention_modules(rebuilt)} == {1, 2, 4}
+    assert rebuilt.hyperparameters['patch_sizes'] == {8: 2, 16: 4}
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(images()), trained.eval()(images()))
+
+
+def test_state_dict_saved_before_the_buffer_keeps_the_networks_sizes():
+    trained = skip_outputs_count(tiny_st(patch_sizes={16: 4}))
+    old = {k: v for k, v in trained.state_dict().items() if k != 'attention_patch_sizes'}
+    default = tiny_st()
+    default.load_state_dict(old, strict=True)  # strict: the missing buffer is not an error
+    assert default.patch_sizes[16] == 2 and default.attention_patch_sizes.tolist() == [1, 1, 2, 4]
+    from_options = tiny_st(patch_sizes={16: 4})  # built from the option file that trained it
+    from_options.load_state_dict(old, strict=True)
+    with torch.no_grad():
+        assert torch.equal(from_options.eval()(images()), trained.eval()(images()))
+        assert not torch.equal(default.eval()(images()), trained.eval()(images()))
+
+
+def test_bad_patch_sizes_in_a_state_dict_are_refused():
+    state = tiny_st().state_dict()
+    state['attention_patch_sizes'] = torch.tensor([1, 3, 2, 4])
+    with pytest.raises(ValueError, match=r'patch_sizes\[8\] = 3'):
+        tiny_st().load_state_dict(state)
+
+
+def test_hyperparameters_hold_the_constructor_arguments_normalised():
+    hp = tiny_st(patch_sizes={'8': 1, '16': 4}).hyperparameters
+    assert hp['patch_sizes'] == {16: 4}  # the default entry dropped, keys as ints
+    assert hp['skip_resolutions'] == [8, 16]  # the default written out
+    assert {k: hp[k] for k in TINY} == TINY and hp['decoder_channel_order'] is None and hp['attention'] is True

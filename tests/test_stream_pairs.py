@@ -74,16 +74,43 @@ def test_the_pool_says_which_pairs_are_used_again(degrader_ckpt):
     assert not torch.equal(used[4:6], drawn[4:6])  # iteration 3 took pairs out of the shuffled pool
 
 
-def test_method1_keeps_half_of_the_green_faces_as_inputs(degrader_ckpt):
-    s = stream(degrader_ckpt, mode='method1', degradation={'noise_range': None, 'jpeg_range': None})
-    lq, gt = s.pairs(4, 2)
-    assert lq.shape == (4, 3, 32, 32) and not torch.equal(lq, gt)
+@pytest.mark.parametrize('ratio', [0.5, 0.25])
+def test_method1_batches_have_the_method1_datasets_composition(degrader_ckpt, ratio):
+    """Method (1) (paper 4.4.1): only synthetic faces; a share ``ratio`` of the inputs is the clean face with
+    GFP-GAN's degradation, the rest the degrader's green face as it is; every target is the clean face.
+    SecondOrderFaceDataset(mode: method1) mixes its two sources with the same ratio."""
+    from dlst_plugin.models.pair_stream import stream_seed
+    s = stream(degrader_ckpt, mode='method1', ratio=ratio)
+    n = 8
+    lq, gt = s.draw(n, 2)
+    generator = torch.Generator().manual_seed(stream_seed(3, 2, 0))
+    clean, green = (((t.clamp(-1, 1) + 1) / 2) * 2 - 1 for t in s.degrader.generate(s.degrader.draw_codes(
+        n, generator=generator)))
+    unflip = [x if torch.allclose(x, y, atol=1e-6) else x.flip(-1) for x, y in zip(gt, clean)]
+    flipped = [not torch.allclose(a, b, atol=1e-6) for a, b in zip(gt, clean)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(unflip, clean))  # every target: the clean face
+    inputs = [x.flip(-1) if f else x for x, f in zip(lq, flipped)]
+    as_green = [torch.allclose(x, g, atol=1e-6) for x, g in zip(inputs, green)]
+    degraded = round(n * ratio)
+    assert as_green == [False] * degraded + [True] * (n - degraded)  # green faces exactly where Method (1) puts them
+    assert not any(torch.allclose(x, c, atol=1e-3) for x, c in zip(inputs[:degraded], clean[:degraded]))
+    assert s.count(4) == 4 and s.replaces_batch  # the whole batch is streamed: no FFHQ faces
+
+
+def test_method1_replaces_the_loaders_batch_in_the_model(tmp_path, degrader_ckpt):
+    model = _model(tmp_path, degrader_ckpt, mode='method1')
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    model.feed_data({'lq': x, 'gt': x})
+    model.optimize_parameters(1)
+    assert model.gt.shape[0] == 2 and not any(torch.equal(g, y) for g in model.gt for y in x)
 
 
 def test_bad_stream_options_are_clear_errors(degrader_ckpt, tmp_path):
-    with pytest.raises(ConfigError, match='ratio must be in'):
+    with pytest.raises(ConfigError, match=r'train.stream_pairs.ratio: must be in \(0, 1\), got 1.0'):
         stream(degrader_ckpt, ratio=1.0)
-    with pytest.raises(ConfigError, match='unknown keys: degrder'):
+    with pytest.raises(ConfigError, match=r'ratio: expected a number, got the string .half'):
+        stream(degrader_ckpt, ratio='half')
+    with pytest.raises(ConfigError, match='train.stream_pairs.degrder: unknown key; did you mean degrader?'):
         PairStream({'degrader': str(degrader_ckpt), 'degrder': 1}, torch.device('cpu'))
     torch.save({'params': {'conv.weight': torch.zeros(1)}}, tmp_path / 'other.pth')
     with pytest.raises(ConfigError, match='train.stream_pairs.degrader .*other.pth is not a degrader checkpoint'):
@@ -136,7 +163,8 @@ def test_basicsr_train_and_torchrun_train_st_on_streamed_pairs_and_resume(tmp_pa
         'train:stream_pairs': {'degrader': str(degrader_ckpt), 'ratio': 0.5},
         'datasets:train:degradation_on_device': True})
     proc = run(['python', '-m', 'basicsr.train', '-opt', opt], cwd=tmp_path)
-    assert 'Streamed pairs: each batch = 2 from the data loader + 2' in proc.stdout + proc.stderr
+    assert 'Streamed pairs: each batch = 2 drawn by the degrader (second_order, pool off) + the 2 of the data loader' \
+        in proc.stdout + proc.stderr
     run(['python', '-m', 'basicsr.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=6'],
         cwd=tmp_path)
     state = torch.load(tmp_path / 'experiments' / 'tiny_st' / 'training_states' / '6.state', weights_only=True)

@@ -1,5 +1,7 @@
-"""The paper's Table 1 grid: the shipped option files, and a tiny version of the whole grid (six cells
-trained through BasicSR's entry and CPU torchrun, then restored and scored into the table)."""
+"""The paper's Table 1 grid: each row's own recipe in the shipped option files, and a tiny version of the
+whole grid (six cells trained through BasicSR's entry, dlst-train and dlst-table1, one of them under CPU
+torchrun, then restored and scored into the table)."""
+import copy
 import json
 import shutil
 import socket
@@ -7,10 +9,11 @@ import socket
 import cv2
 import pytest
 import yaml
-from helpers import REPO, face_crops, run
-from restorer_configs import tiny_cell_options
+from helpers import REPO, call_main, face_crops, run
+from table1_cells import component_file, tiny_arcface_file, tiny_table1_cell
 
 from dlst_plugin import table1
+from dlst_plugin.cli import table1 as table1_cli
 from dlst_plugin.cli.table1 import table_markdown
 
 
@@ -22,20 +25,93 @@ def test_shipped_option_files_are_written_from_the_grid():
             f'options/table1/{cell}.yml is stale: run `dlst-table1 options`'
 
 
-def test_cells_share_losses_batch_iterations_and_discriminator():
+def _without_data(opt):
+    opt = copy.deepcopy(opt)
+    opt.pop('name')
+    opt['datasets'].pop('train')
+    return opt
+
+
+def test_every_cell_trains_200k_iterations_and_the_two_cells_of_a_row_differ_only_in_data():
     opts = {cell: table1.cell_options(cell) for cell in table1.cells()}
-    shared = [({k: v for k, v in o['train'].items() if k != 'optim_g'}, o['network_d'], o['val'],
-               o['datasets']['val'], o['datasets']['train']['batch_size_per_gpu'], o['model_type'])
-              for o in opts.values()]
-    assert all(s == shared[0] for s in shared)
-    assert shared[0][0]['total_iter'] == 220000 and shared[0][4] == 8
-    assert {o['network_g']['type'] for o in opts.values()} == {'SkipTransformer', 'GLEANStyleGAN2', 'GFPGANv1Clean'}
-    assert {o['datasets']['train']['type'] for o in opts.values()} == {'DegradedFaceDataset', 'SecondOrderFaceDataset'}
+    assert {o['train']['total_iter'] for o in opts.values()} == {200_000}
+    for arch in table1.ARCHS:
+        assert _without_data(opts[f'{arch}_gfpdeg']) == _without_data(opts[f'{arch}_dl'])
+    assert len({json.dumps(o['datasets']['val'], sort_keys=True) for o in opts.values()}) == 1
+
+
+def test_gfpgan_rows_are_gfpgans_train_gfpgan_v1_recipe():
+    opt = table1.cell_options('gfpgan_dl')
+    train = opt['train']
+    assert opt['model_type'] == 'GFPGANRecipeModel' and opt['network_g']['type'] == 'GFPGANv1Clean'
+    assert opt['network_g']['fix_decoder'] is True and opt['find_unused_parameters'] is True
+    assert {opt[f'network_d_{p}']['type'] for p in ('left_eye', 'right_eye', 'mouth')} == \
+        {'PureFacialComponentDiscriminator'}
+    assert opt['network_identity'] == {'type': 'ResNetArcFace', 'block': 'IRBlock', 'layers': [2, 2, 2, 2],
+                                       'use_se': False}
+    assert opt['path']['pretrain_network_identity'].endswith('arcface_resnet18.pth')
+    assert (train['pixel_opt']['type'], train['pixel_opt']['loss_weight']) == ('L1Loss', 0.1)
+    assert (train['pyramid_loss_weight'], train['remove_pyramid_loss']) == (1, 50_000)
+    percep = train['perceptual_opt']
+    assert (percep['vgg_type'], percep['perceptual_weight'], percep['style_weight'], percep['criterion']) == \
+        ('vgg19', 1.0, 50, 'l1')
+    assert (train['gan_opt']['gan_type'], train['gan_opt']['loss_weight']) == ('wgan_softplus', 0.1)
+    assert (train['r1_reg_weight'], train['net_d_reg_every']) == (10, 16)
+    assert (train['comp_style_weight'], train['identity_weight']) == (200, 10)
+    assert {train[k]['lr'] for k in ('optim_g', 'optim_d', 'optim_component')} == {2e-3}
+    assert train['scheduler'] == {'type': 'MultiStepLR', 'milestones': [150_000, 175_000], 'gamma': 0.5}
+    data = opt['datasets']['train']
+    assert data['crop_components'] and data['eye_enlarge_ratio'] == 1.4 and data['batch_size_per_gpu'] == 3
+
+
+def test_glean_rows_are_mmagics_glean_ffhq_recipe():
+    opt = table1.cell_options('glean_gfpdeg')
+    train = opt['train']
+    assert opt['model_type'] == 'FaceRestorationModel' and opt['network_g']['type'] == 'GLEANStyleGAN2'
+    assert (train['pixel_opt']['type'], train['pixel_opt']['loss_weight']) == ('MSELoss', 1.0)
+    assert train['perceptual_opt']['layer_weights'] == {'conv4_3': 1.0} and train['perceptual_opt']['vgg_type'] == \
+        'vgg16'
+    assert (train['perceptual_opt']['loss_weight'], train['perceptual_opt']['input_range']) == (0.01, [0, 1])
+    assert (train['gan_opt']['gan_type'], train['gan_opt']['loss_weight']) == ('vanilla', 0.01)
+    assert train['optim_g'] == train['optim_d'] == {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]}
+    assert train['scheduler']['periods'] == [400_000] and train['ema_decay'] == 0
+
+
+def test_st_rows_are_the_papers_recipe_in_200k_iterations():
+    train = table1.cell_options('st_dl')['train']
+    assert train['optim_g'] == {'type': 'Adam', 'lr': 5e-5, 'decoder_lr': 5e-6, 'betas': [0.5, 0.99]}
+    assert (train['pixel_opt']['loss_weight'], train['perceptual_opt']['loss_weight'],
+            train['gan_opt']['loss_weight']) == (1.0, 0.02, 0.02)
+    assert train['scheduler']['periods'] == [50_000] * 4
 
 
 def test_unknown_cell_is_a_clear_error():
     with pytest.raises(ValueError, match='cells are: gfpgan_gfpdeg'):
         table1.cell_options('stylegan_dl')
+    with pytest.raises(ValueError, match='unknown Table 1 cell'):  # GFPGANModel does not stream pairs
+        table1.cell_options('gfpgan_dl_stream')
+
+
+def test_status_names_each_rows_recipe(tmp_path):
+    code, out, _ = call_main(table1_cli.main, ['options', '-o', tmp_path])
+    assert code == 0
+    code, out, _ = call_main(table1_cli.main, ['status', '--options-dir', tmp_path])
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("GFP-GAN (GFPGANv1Clean): GFP-GAN's options/train_gfpgan_v1.yml")
+    assert lines[3].startswith("GLEAN (GLEANStyleGAN2): MMagic's configs/glean/glean_x16_2xb8_ffhq.py")
+    assert lines[6].startswith("ST (SkipTransformer): the paper's") and lines[7].split() == ['st_gfpdeg', 'not',
+                                                                                             'finished']
+    assert all(line.endswith('200000 iterations') for line in lines[::3])
+
+
+def test_train_runs_one_process_or_torchrun(tmp_path):
+    call_main(table1_cli.main, ['options', '-o', tmp_path])
+    code, out, _ = call_main(table1_cli.main, ['train', 'st_dl', '--options-dir', tmp_path, '--dry-run'])
+    assert code == 0 and out.split()[1:] == ['-m', 'dlst_plugin.train', '-opt', str(tmp_path / 'st_dl.yml')]
+    code, out, _ = call_main(table1_cli.main, ['train', 'gfpgan_dl', '--options-dir', tmp_path, '--nproc', '4',
+                                               '--auto-resume', '--dry-run'])
+    assert code == 0 and out.split()[1:5] == ['-m', 'torch.distributed.run', '--nproc_per_node=4', '-m']
+    assert out.split()[-3:] == ['--launcher', 'pytorch', '--auto_resume']
 
 
 def test_table_layout_has_archs_as_rows_and_training_data_as_columns(tmp_path):
@@ -55,7 +131,8 @@ def _free_port():
 
 @pytest.fixture
 def tiny_grid(tmp_path):
-    """HQ faces, (clean, degraded) pairs, test faces and the six tiny cells' option files."""
+    """HQ faces (with a GFP-GAN landmark file), (clean, degraded) pairs, test faces, a random ArcFace file and
+    the six tiny cells' option files (two iterations each)."""
     faces = tmp_path / 'faces'
     face_crops(faces, size=32, count=8, seed=0)
     for sub in ('clean', 'degraded'):
@@ -65,29 +142,39 @@ def tiny_grid(tmp_path):
         cv2.imwrite(str(tmp_path / 'pairs' / 'clean' / f'{i:04d}.png'), img)
         cv2.imwrite(str(tmp_path / 'pairs' / 'degraded' / f'{i:04d}.png'), cv2.GaussianBlur(img, (0, 0), 1.5))
     face_crops(tmp_path / 'testset', size=32, count=4, seed=3)
+    arcface = tiny_arcface_file(tmp_path / 'arcface.pth')
+    components = component_file(tmp_path / 'landmarks.pth', 8, 32)
     options = tmp_path / 'options'
     options.mkdir()
     for cell in table1.cells():
-        opt = tiny_cell_options(cell, faces, tmp_path / 'pairs', iters=4, tmp_root=tmp_path)
+        opt = tiny_table1_cell(cell, faces, tmp_path / 'pairs', iters=2, tmp_root=tmp_path, arcface=arcface,
+                               components=components)
         (options / f'{cell}.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
     return options
 
 
 @pytest.mark.slow
-def test_tiny_grid_trains_every_cell_and_evaluates_into_table1(tmp_path, tiny_grid):
-    """GFP-GAN-data cells through ``python -m basicsr.train`` (ST) and the ``dlst-train`` console script
-    (GLEAN, GFP-GAN), DL-data cells through ``dlst-table1 train --nproc 2`` (torchrun, two CPU processes:
-    DDP for each arch), then ``dlst-table1 evaluate``."""
+def test_tiny_grid_trains_every_cell_with_its_recipe_and_evaluates_into_table1(tmp_path, tiny_grid):
+    """st_gfpdeg through ``python -m basicsr.train``; gfpgan_dl (GFPGANModel with its component discriminators
+    and identity network) through ``dlst-table1 train --nproc 2``, torchrun with two CPU processes (DDP); the
+    others through ``dlst-train``, in one process; then ``dlst-table1 evaluate``."""
     dlst_train = shutil.which('dlst-train')
     assert dlst_train, 'dlst-train is not on PATH: install the package (scripts/install.sh)'
+    logs = {}
     for cell in table1.cells():
         if cell == 'st_gfpdeg':
-            run(['python', '-m', 'basicsr.train', '-opt', tiny_grid / f'{cell}.yml'], cwd=tmp_path)
-        elif cell.endswith('_gfpdeg'):
-            run([dlst_train, '-opt', tiny_grid / f'{cell}.yml'], cwd=tmp_path)
+            cmd = ['python', '-m', 'basicsr.train', '-opt', tiny_grid / f'{cell}.yml']
+        elif cell == 'gfpgan_dl':
+            cmd = ['python', '-m', 'dlst_plugin.cli.table1', 'train', cell, '--options-dir', tiny_grid, '--nproc', '2',
+                   '--master-port', _free_port()]
         else:
-            run(['python', '-m', 'dlst_plugin.cli.table1', 'train', cell, '--options-dir', tiny_grid, '--nproc', '2',
-                 '--master-port', _free_port()], cwd=tmp_path)
+            cmd = [dlst_train, '-opt', tiny_grid / f'{cell}.yml']
+        run(cmd, cwd=tmp_path)
+        logs[cell] = next((tmp_path / 'experiments' / f'table1_{cell}').glob('train_*.log')).read_text()
+    for cell in ('gfpgan_gfpdeg', 'gfpgan_dl'):  # GFP-GAN's own losses ran, R1 and the component terms included
+        assert all(term in logs[cell] for term in ('l_p_8', 'l_g_style', 'l_g_comp_style_loss', 'l_identity',
+                                                   'l_d_r1', 'l_d_left_eye')), logs[cell][-3000:]
+    assert 'world_size: 2' in logs['gfpgan_dl'] and 'world_size: 1' in logs['glean_dl']
     status = run(['python', '-m', 'dlst_plugin.cli.table1', 'status', '--options-dir', tiny_grid], cwd=tmp_path)
     assert status.stdout.count('finished: ') == 6, status.stdout
     proc = run(['python', '-m', 'dlst_plugin.cli.table1', 'evaluate', '--options-dir', tiny_grid, '--testset',
@@ -97,5 +184,3 @@ def test_tiny_grid_trains_every_cell_and_evaluates_into_table1(tmp_path, tiny_gr
     assert len(table) == 5 and all(line.count('|') == 4 and ' - ' not in line for line in table[2:]), proc.stdout
     for cell in table1.cells():
         assert len(list((tmp_path / 'eval' / 'restored' / cell / 'restored_faces').glob('*.png'))) == 4
-
-

@@ -113,6 +113,44 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
             model.optimize_parameters(it)
 
 
+def test_float16_overflow_is_a_skipped_step_the_ema_does_not_see(tmp_path):
+    """A finite loss whose float16-scaled gradients overflow: the GradScaler skips the step; the core counts it
+    as a non-finite step (no EMA update) and max_nonfinite_steps stops a run that keeps overflowing."""
+    model = build(options(ST_TINY, tmp_path, use_amp=True, amp_dtype='float16', ema_decay=0.5, max_nonfinite_steps=3))
+    scaler = model.step_control.scalers['g']
+    scaler._init_scale = 2.0**120  # float16 gradients of any real loss overflow at this scale (and at half of it)
+    ema_before = [p.clone() for p in model.net_g_ema.parameters()]
+    for it in (1, 2):
+        model.feed_data(batch(seed=it))
+        model.optimize_parameters(it)
+        assert torch.isfinite(torch.tensor(model.log_dict['l_g_pix']))  # the loss itself was finite
+    assert model.log_dict['nonfinite_steps'] >= 2 and model.step_control.overflowed['g'] == 2
+    assert all(torch.equal(a, b) for a, b in zip(ema_before, model.net_g_ema.parameters()))
+    with pytest.raises(TrainingDivergedError, match='float16 overflows'):
+        model.feed_data(batch(seed=3))
+        model.optimize_parameters(3)
+
+
+def test_a_finite_explosion_above_max_loss_is_caught_and_named(tmp_path):
+    """train.max_loss: a finite loss above it is a skipped step; checkpoints are not written during a run of
+    skipped steps, and the stop message names the last checkpoint saved before the first skipped one."""
+    model = build(options(ST_TINY, tmp_path, max_loss=50.0, max_nonfinite_steps=2))
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    exploding = batch()
+    exploding['gt'] = exploding['gt'] * 1e3  # a finite L2 loss far above max_loss
+    model.feed_data(exploding)
+    weights = [p.clone() for p in model.bare_g.parameters()]
+    model.optimize_parameters(2)
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.bare_g.parameters()))  # the step was skipped
+    model.save(0, 2)  # in a run of skipped steps: not written
+    assert not (tmp_path / 'models' / 'net_g_2.pth').exists() and (tmp_path / 'models' / 'net_g_1.pth').exists()
+    with pytest.raises(TrainingDivergedError, match=r'above train.max_loss \(50\), from iteration 2 .*iteration 1 '
+                                                    r'\(.*net_g_1.pth\)'):
+        model.optimize_parameters(3)
+
+
 def test_grad_clip_bounds_the_gradient_norm_of_each_network(tmp_path):
     model = build(options(ST_TINY, tmp_path, grad_clip=1e-3))
     norms = {}

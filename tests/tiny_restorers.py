@@ -8,7 +8,8 @@ import torch
 TINY_ST = {'type': 'SkipTransformer', 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2, 'channel_multiplier': 1,
            'narrow': 1 / 32, 'attention': True, 'skip_resolutions': [8, 16], 'decoder_load_path': None}
 TINY_GLEAN = {'type': 'GLEANStyleGAN2', 'in_size': 16, 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2,
-              'channel_multiplier': 2, 'narrow': 1 / 32, 'bank_load_path': None}
+              'channel_multiplier': 2, 'narrow': 1 / 32, 'rrdb_channels': 8, 'num_rrdbs': 1, 'rrdb_growth_channels': 4,
+              'bank_load_path': None}
 
 
 def build(net_opt, seed=0):

@@ -11,6 +11,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from dlst_plugin.archs.hyperparameters import store_hyperparameters
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import RESAMPLE_KERNEL
 
@@ -39,6 +40,7 @@ class CoupledCodes(NamedTuple):
 
 
 @ARCH_REGISTRY.register()
+@store_hyperparameters
 class CoupledStyleGAN2(nn.Module):
     """Mapping + red (frozen, clean) + green (trainable, degraded) StyleGAN2 synthesis networks.
 
@@ -50,6 +52,9 @@ class CoupledStyleGAN2(nn.Module):
             it (strictly: a checkpoint that does not fit raises, naming the keys). None: random
             initialisation (tests); green still starts as a copy of red.
         pretrained_layout (str): 'auto' or a layout name for the checkpoint reader.
+        pretrained_channel_order (str | None): 'rgb' or 'bgr', the colour order the pretrained StyleGAN2 was
+            trained on ('bgr': its ToRGB outputs are swapped on loading, so the degrader draws RGB); unset =
+            'rgb', with a warning for an MMagic training save (MMagic trains StyleGAN2 on BGR images).
         truncation (float): truncation psi towards the mean w; 1 = none.
         mixing_prob (float): probability that a sample mixes two codes (StyleGAN2 style mixing).
         num_mean_latent (int): number of z averaged for the truncation centre.
@@ -59,7 +64,7 @@ class CoupledStyleGAN2(nn.Module):
 
     def __init__(self, out_size, num_style_feat=512, num_mlp=8, channel_multiplier=2, resample_kernel=RESAMPLE_KERNEL,
                  lr_mlp=0.01, narrow=1, pretrained=None, pretrained_layout='auto', truncation=1.0, mixing_prob=0.0,
-                 num_mean_latent=4096):
+                 num_mean_latent=4096, pretrained_channel_order=None):
         super().__init__()
         if not 0 < truncation <= 1:
             raise ValueError(f'truncation must be in (0, 1], got {truncation}')
@@ -79,7 +84,7 @@ class CoupledStyleGAN2(nn.Module):
         self._mean_w = None
         self.register_load_state_dict_post_hook(lambda module, keys: module._forget_mean_latent())
         if pretrained:
-            self.load_stylegan2(pretrained, pretrained_layout)
+            self.load_stylegan2(pretrained, pretrained_layout, pretrained_channel_order)
         else:
             self.reset_green()
         for p in self.frozen_parameters():
@@ -98,10 +103,11 @@ class CoupledStyleGAN2(nn.Module):
         state = {k: v for k, v in self.red.state_dict().items() if not k.startswith('style_mlp.')}
         self.green.load_state_dict(state, strict=True)
 
-    def load_stylegan2(self, path, layout='auto'):
+    def load_stylegan2(self, path, layout='auto', channel_order=None):
         """Initialise mapping, red and green from one pretrained StyleGAN2 generator checkpoint."""
         from dlst_plugin.checkpoints import load_into  # lazy: checkpoints imports the archs
-        load_into(self.red, path, kind='generator', layout=layout, strict=True)
+        load_into(self.red, path, kind='generator', layout=layout, strict=True, channel_order=channel_order,
+                  option='network_g.pretrained_channel_order')
         self.reset_green()
         self._forget_mean_latent()
 

@@ -16,9 +16,12 @@ import logging
 EXTERNAL_ARCHS = {
     'GFPGANv1Clean': ('gfpgan.archs.gfpganv1_clean_arch', 'baselines'),
     'StyleGAN2GeneratorClean': ('gfpgan.archs.stylegan2_clean_arch', 'baselines'),
+    'ResNetArcFace': ('gfpgan.archs.arcface_arch', 'baselines'),  # GFP-GAN's identity loss network
 }
 # archs whose ``decoder_load_path`` holds a GFP-GAN clean StyleGAN2 for their ``stylegan_decoder``
 CLEAN_DECODER_ARCHS = ('GFPGANv1Clean', )
+# network_g keys of those archs that the plugin reads itself (their constructors do not take them)
+PLUGIN_READ_KEYS = ('decoder_channel_order', )
 logger = logging.getLogger(__name__)
 
 
@@ -40,13 +43,14 @@ def import_external_arch(name):
     return True
 
 
-def load_clean_decoder(net, path):
+def load_clean_decoder(net, path, channel_order=None):
     """Load a StyleGAN2 prior into ``net.stylegan_decoder`` (GFP-GAN's clean StyleGAN2).
 
     A GFP-GAN clean checkpoint loads as it is; any other layout the plugin reads (BasicSR, e.g. GFP-GAN's
     ``StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth``, rosinality, MMagic) is converted exactly, weight by
     weight, with a log line saying that the clean network resamples bilinearly, so the prior's images
-    shift slightly above 4 px (fine-tuning absorbs it)."""
+    shift slightly above 4 px (fine-tuning absorbs it). ``channel_order='bgr'`` (``network_g.decoder_channel_order``)
+    reads a prior trained on BGR images: its ToRGB outputs are swapped."""
     from dlst_plugin.checkpoint_layouts import to_gfpgan_clean
     from dlst_plugin.checkpoints import (
         CheckpointLayoutError,
@@ -54,12 +58,17 @@ def load_clean_decoder(net, path):
         convert_network,
         find_network,
         read_checkpoint,
+        swap_rgb_bgr,
     )
     decoder = net.stylegan_decoder
     ckpt = read_checkpoint(path)
     _, state, layout = find_network(ckpt, 'generator', name=str(path))
+    option = 'network_g.decoder_channel_order'
+    if layout == 'gfpgan_clean' and channel_order == 'bgr':
+        state = swap_rgb_bgr(state, 'generator')[0]
     if layout != 'gfpgan_clean':
-        state = to_gfpgan_clean(convert_network(ckpt, 'generator', name=str(path)).state, lr_mlp=0.01)
+        state = to_gfpgan_clean(convert_network(ckpt, 'generator', name=str(path), channel_order=channel_order,
+                                                option=option).state, lr_mlp=0.01)
         logger.info('%s (%s layout) converted for %s.stylegan_decoder; it resamples bilinearly, not with the '
                     'FIR filter of the prior', path, layout, type(net).__name__)
     expected = {k: v.shape for k, v in decoder.state_dict().items()}
@@ -75,10 +84,11 @@ def build_restorer(net_opt):
     """``build_network`` for a restorer's ``network_g``, reading foreign pretrained files safely."""
     from basicsr.archs import build_network
     net_opt = dict(net_opt)
-    decoder_path = None
+    decoder_path = channel_order = None
     if net_opt.get('type') in CLEAN_DECODER_ARCHS:
         decoder_path = net_opt.pop('decoder_load_path', None)
+        channel_order = net_opt.pop('decoder_channel_order', None)
     net = build_network(net_opt)
     if decoder_path:
-        load_clean_decoder(net, decoder_path)
+        load_clean_decoder(net, decoder_path, channel_order)
     return net

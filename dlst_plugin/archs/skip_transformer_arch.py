@@ -4,6 +4,12 @@ Encoder (nine blocks at 512 px): a full-resolution stage of residual blocks, res
 down to 64 px, transformer stages at 32-4 px, a fully connected layer to w. Decoder: a
 ``PureStyleGAN2Generator``'s synthesis network fed w at every layer; skip layers replace its
 features at a set of resolutions through the synthesis ``feature_hook``.
+
+The attention patch sizes leave no trace in the weights' shapes, so the network keeps them in a small
+persistent buffer, ``attention_patch_sizes`` (p at 4, 8, ... out_size px): a program that rebuilds the
+network from its weights alone (spandrel, ComfyUI, chaiNNer) gets the sizes it was trained with. Loading a
+state dict that carries other sizes switches the network to them; one without the buffer (saved before it
+existed) keeps the network's own.
 """
 import logging
 
@@ -12,6 +18,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from dlst_plugin.archs.face_input import check_face_input
+from dlst_plugin.archs.hyperparameters import store_hyperparameters
 from dlst_plugin.archs.skip_transformer_blocks import (
     ATTENTION_MAX_RESOLUTION,
     ResidualConvBlock,
@@ -27,7 +34,39 @@ from dlst_plugin.archs.stylegan2_layers import log2_size, stylegan2_channels
 from dlst_plugin.archs.stylegan2_ops import activation_format
 
 MIN_SKIP_RESOLUTION = 8  # the paper's six skip layers at 512 px: 8 ... 256
+PATCH_SIZES_KEY = 'attention_patch_sizes'  # the buffer: p at 4, 8, ... out_size px
 logger = logging.getLogger(__name__)
+
+
+def patch_sizes_from_buffer(values, out_size):
+    """{resolution: p} of an ``attention_patch_sizes`` buffer (a sequence: p at 4, 8, ... ``out_size``)."""
+    resolutions = [2**i for i in range(2, log2_size(out_size) + 1)]
+    values = [int(v) for v in values]
+    if len(values) != len(resolutions):
+        raise ValueError(f'{PATCH_SIZES_KEY} holds {len(values)} sizes; a {out_size} px SkipTransformer has '
+                         f'{len(resolutions)} (4 ... {out_size} px)')
+    return _patch_sizes(out_size, dict(zip(resolutions, values)))
+
+
+def patch_size_overrides(sizes):
+    """The entries of {resolution: p} that differ from the default p = resolution / 8 (ints)."""
+    return {int(r): int(p) for r, p in sorted(sizes.items(), key=lambda item: int(item[0]))
+            if int(p) != default_patch_size(int(r))}
+
+
+def _keep_patch_sizes_of_old_files(module, state_dict, prefix, *args):
+    """Load pre-hook: a state dict saved before the buffer existed keeps the network's sizes."""
+    state_dict.setdefault(prefix + PATCH_SIZES_KEY, getattr(module, PATCH_SIZES_KEY).clone())
+
+
+def _adopt_loaded_patch_sizes(module, incompatible_keys):
+    """Load post-hook: switch the attention modules to the patch sizes the loaded weights were trained with."""
+    loaded = patch_sizes_from_buffer(getattr(module, PATCH_SIZES_KEY).tolist(), module.out_size)
+    if loaded != module.patch_sizes:
+        logger.info('SkipTransformer: attention patch sizes %s taken from the loaded weights (the network was built '
+                    'with %s)', patch_size_overrides(loaded) or 'default', patch_size_overrides(module.patch_sizes)
+                    or 'default')
+        module.set_patch_sizes(loaded)
 
 
 def _patch_sizes(out_size, patch_sizes):
@@ -67,6 +106,7 @@ class STEncoder(nn.Module):
 
 
 @ARCH_REGISTRY.register()
+@store_hyperparameters
 class SkipTransformer(nn.Module):
     """DL-ST's restorer: (b, 3, out_size, out_size) in [-1, 1] -> restored image, same shape.
 
@@ -82,6 +122,9 @@ class SkipTransformer(nn.Module):
             the paper's six at 512 px).
         decoder_load_path: pretrained StyleGAN2 checkpoint (any layout ``dlst_plugin.checkpoints``
             reads) loaded into the decoder. fix_decoder: freeze the decoder.
+        decoder_channel_order: 'rgb' or 'bgr', the colour order the decoder's prior was trained on ('bgr':
+            its ToRGB outputs are swapped on loading); unset = 'rgb', with a warning for an MMagic training
+            save (MMagic trains StyleGAN2 on BGR images).
         use_checkpoint: gradient checkpointing of the encoder stages and skip layers in training
             (their activations are recomputed in the backward pass: less memory, same gradients).
 
@@ -97,7 +140,8 @@ class SkipTransformer(nn.Module):
 
     def __init__(self, out_size=512, num_style_feat=512, num_mlp=8, channel_multiplier=1, narrow=1,
                  encoder_narrow=1, num_first_blocks=4, attention=True, patch_sizes=None,
-                 skip_resolutions=None, lr_mlp=0.01, decoder_load_path=None, fix_decoder=False, use_checkpoint=False):
+                 skip_resolutions=None, lr_mlp=0.01, decoder_load_path=None, fix_decoder=False, use_checkpoint=False,
+                 decoder_channel_order=None):
         super().__init__()
         log2_size(out_size)
         self.out_size = out_size
@@ -108,6 +152,9 @@ class SkipTransformer(nn.Module):
         enc_channels = {res: max(1, int(c * encoder_narrow)) for res, c in dec_channels.items()}
         patches = _patch_sizes(out_size, patch_sizes)
         self.patch_sizes = patches
+        self.register_buffer(PATCH_SIZES_KEY, torch.tensor([patches[r] for r in sorted(patches)], dtype=torch.int64))
+        self.register_load_state_dict_pre_hook(_keep_patch_sizes_of_old_files)
+        self.register_load_state_dict_post_hook(_adopt_loaded_patch_sizes)
         self.encoder = STEncoder(out_size, enc_channels, num_style_feat, num_first_blocks, attention, patches,
                                  use_checkpoint)
         if skip_resolutions is None:
@@ -123,18 +170,47 @@ class SkipTransformer(nn.Module):
             for res in self.skip_resolutions
         })
         if decoder_load_path:
-            self.load_decoder(decoder_load_path)
+            self.load_decoder(decoder_load_path, decoder_channel_order)
         self.decoder.style_mlp.requires_grad_(False)
         self.fix_decoder = fix_decoder
         if fix_decoder:
             self.decoder.requires_grad_(False)
 
-    def load_decoder(self, path):
-        """Load a pretrained StyleGAN2 generator into the decoder (BasicSR, rosinality or GFP-GAN
-        clean layout; a checkpoint that does not fit raises, naming the keys)."""
+    def load_decoder(self, path, channel_order=None):
+        """Load a pretrained StyleGAN2 generator into the decoder (BasicSR, rosinality, GFP-GAN clean or
+        MMagic layout; a checkpoint that does not fit raises, naming the keys)."""
         from dlst_plugin.checkpoints import load_into
-        layout = load_into(self.decoder, path, kind='generator')
+        layout = load_into(self.decoder, path, kind='generator', channel_order=channel_order,
+                           option='network_g.decoder_channel_order')
         logger.info('ST decoder loaded from %s (%s layout)', path, layout)
+
+    @staticmethod
+    def normalise_hyperparameters(values):
+        """``patch_sizes`` as its non-default entries with int keys, ``skip_resolutions`` as the sorted list
+        built (its default written out)."""
+        values = dict(values)
+        out_size = values['out_size']
+        values['patch_sizes'] = patch_size_overrides(_patch_sizes(out_size, values['patch_sizes']))
+        skips = values['skip_resolutions']
+        if skips is None:
+            skips = [2**i for i in range(2, log2_size(out_size) + 1) if MIN_SKIP_RESOLUTION <= 2**i < out_size]
+        values['skip_resolutions'] = sorted(int(r) for r in skips)
+        return values
+
+    def set_patch_sizes(self, sizes):
+        """Give every attention module the patch size of its resolution ({resolution: p}, all resolutions)."""
+        sizes = _patch_sizes(self.out_size, sizes)
+        for res, stage in zip(self.encoder.resolutions[1:], self.encoder.stages):
+            if stage.body.attention is not None:
+                stage.body.attention.patch_size = sizes[res]
+        for res, layer in self.skips.items():
+            if layer.body.attention is not None:
+                layer.body.attention.patch_size = sizes[int(res)]
+        self.patch_sizes = sizes
+        buffer = getattr(self, PATCH_SIZES_KEY)
+        buffer.copy_(torch.tensor([sizes[r] for r in sorted(sizes)], dtype=buffer.dtype))
+        if hasattr(self, 'hyperparameters'):
+            self.hyperparameters['patch_sizes'] = patch_size_overrides(sizes)
 
     def param_groups(self):
         """Trainable parameters by part: {'encoder', 'skip', 'decoder'} (separate learning rates)."""

@@ -6,6 +6,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from dlst_plugin.archs.hyperparameters import store_hyperparameters
 from dlst_plugin.archs.stylegan2_layers import (
     RESAMPLE_KERNEL,
     ConvLayer,
@@ -39,6 +40,7 @@ def stddev_group_size(batch, group):
 
 
 @ARCH_REGISTRY.register()
+@store_hyperparameters
 class PureStyleGAN2Discriminator(nn.Module):
     """StyleGAN2 discriminator; checkpoint-compatible with BasicSR's ``StyleGAN2Discriminator``.
 

@@ -11,6 +11,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from dlst_plugin.archs.hyperparameters import store_hyperparameters
 from dlst_plugin.archs.stylegan2_layers import (
     RESAMPLE_KERNEL,
     ConstantInput,
@@ -25,6 +26,7 @@ from dlst_plugin.archs.stylegan2_ops import activation_format
 
 
 @ARCH_REGISTRY.register()
+@store_hyperparameters
 class PureStyleGAN2Generator(nn.Module):
     """StyleGAN2 generator (Karras et al. 2020) in plain PyTorch; runs on CPU and GPU.
 

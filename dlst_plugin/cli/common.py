@@ -6,16 +6,29 @@ output folder or file, ``--model`` a checkpoint, ``--overwrite`` replace existin
 ``--weights-dir`` the folder of weight files, ``--device`` where networks run.
 """
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from dlst_plugin import __version__
-from dlst_plugin.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, DLSTError, Interrupted
+from dlst_plugin.errors import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    DLSTError,
+    Interrupted,
+    Terminated,
+    TerminationRequest,
+)
 
 EXIT_CODES = """exit codes:
   0    done
   1    some inputs failed (each is named; the rest was done), or the inputs gave no output
   2    usage or configuration error (flag, option file, checkpoint or weights file): nothing was done
-  130  interrupted (Ctrl-C): what was finished is kept, as the message says"""
+  130  interrupted (Ctrl-C): what was finished is kept, as the message says
+  143  stopped by SIGTERM (cluster preemption): what was finished is kept"""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -75,23 +88,60 @@ def run_command(parser, run, argv=None, interrupted='outputs finished before the
     """Parse ``argv`` and call ``run(args)``; return the exit code.
 
     :class:`~dlst_plugin.errors.DLSTError` -> ``error: message`` on stderr and its exit code; an
-    ``OSError`` (disk full, permissions) -> ``error: ...`` and 1; Ctrl-C -> ``interrupted: ...`` and 130
-    (``interrupted`` says what was kept, unless the command raised :class:`Interrupted` saying it)."""
+    ``OSError`` (disk full, permissions) -> ``error: ...`` and 1; Ctrl-C -> ``interrupted: ...`` and 130;
+    SIGTERM (:func:`stop_on_sigterm`) -> ``stopped by SIGTERM: ...`` and 143 (``interrupted`` says what
+    was kept, unless the command raised :class:`Interrupted` / :class:`Terminated` saying it)."""
     args = parse_args(parser, argv)
-    try:
-        code = run(args)
-    except (KeyboardInterrupt, DLSTError, OSError) as err:
-        return report_error(err, interrupted)
+    with stop_on_sigterm():
+        try:
+            code = run(args)
+        except (KeyboardInterrupt, DLSTError, OSError) as err:
+            return report_error(err, interrupted)
     return EXIT_OK if code is None else code
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Inside the block, SIGTERM (what Slurm, Kubernetes and cloud preemption send before SIGKILL) stops
+    the main thread as Ctrl-C does: it raises :class:`~dlst_plugin.errors.TerminationRequest`, a
+    ``KeyboardInterrupt``, so the same ``finally`` blocks commit what was done. Further SIGTERMs are
+    ignored while that cleanup runs. Off the main thread (where Python cannot set handlers) nothing changes.
+
+    Worker processes must not inherit the handler: :func:`dlst_plugin.lmdb_writer.worker_pool` gives its
+    workers the default SIGTERM (a quiet death when the pool is torn down) and ignores SIGINT in them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum, frame):
+        if not received:  # the first one stops the command; repeats would cut its cleanup short
+            received.append(signum)
+            raise TerminationRequest('SIGTERM')
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption(err, message):
+    """The error a command raises for a ``KeyboardInterrupt`` ``err`` caught while working: :class:`Terminated`
+    when SIGTERM caused it, else :class:`Interrupted`, with ``message`` saying what was kept."""
+    return (Terminated if isinstance(err, TerminationRequest) else Interrupted)(message)
 
 
 def report_error(err, interrupted):
     """Print the one line for ``err`` on stderr and return its exit code: ``interrupted: ...`` (130) for
-    Ctrl-C (``interrupted`` says what was kept, unless the error is an :class:`Interrupted` saying it),
-    ``error: ...`` with the error's code for the plugin's errors, and 1 for an ``OSError``."""
+    Ctrl-C, ``stopped by SIGTERM: ...`` (143) for SIGTERM (``interrupted`` says what was kept, unless the
+    error is an :class:`Interrupted` saying it), ``error: ...`` with the error's code for the plugin's
+    errors, and 1 for an ``OSError``."""
     if isinstance(err, (KeyboardInterrupt, Interrupted)):
-        print(f'\ninterrupted: {err if isinstance(err, Interrupted) else interrupted}', file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(err, (TerminationRequest, Terminated))
+        what = err if isinstance(err, Interrupted) else interrupted
+        stopped_by = f'stopped by {getattr(err, "signal_name", "SIGTERM")}'
+        print(f'\n{stopped_by if terminated else "interrupted"}: {what}', file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     print(f'error: {err}', file=sys.stderr, flush=True)
     return err.exit_code if isinstance(err, DLSTError) else EXIT_INPUT
 

@@ -2,7 +2,9 @@
 layout, checked against a network built from the inferred size.
 
 Layouts read: ``basicsr``, ``rosinality``, ``gfpgan_clean`` and ``mmagic`` (see
-:mod:`dlst_plugin.checkpoints`); ``--layout`` forces one instead of detecting it.
+:mod:`dlst_plugin.checkpoints`); ``--layout`` forces one instead of detecting it. ``--channel-order bgr``
+converts a StyleGAN2 trained on BGR images (MMagic trains on BGR) to RGB: the generator's ToRGB outputs and
+the discriminator's from-RGB input are swapped; without the option an MMagic training save is warned about.
 
 DST holds ``params_ema`` (generator) and/or the discriminator: ``params`` when it is alone,
 ``params_d`` next to a generator (BasicSR option ``param_key_d: params_d``). DST is written
@@ -67,7 +69,8 @@ def examples(renamed):
 
 def convert_one(obj, kind, args):
     """Map and check one network; return its :class:`Conversion` and the lines describing what was done."""
-    conversion = convert_network(obj, kind, args.layout, args.lr_mlp, name=str(args.src))
+    conversion = convert_network(obj, kind, args.layout, args.lr_mlp, name=str(args.src),
+                                 channel_order=args.channel_order, option='--channel-order')
     what = f'{args.src} ({conversion.layout} {kind} in {conversion.source})'
     try:
         config = INFER_CONFIG[kind](conversion.state)
@@ -78,7 +81,7 @@ def convert_one(obj, kind, args):
     kept = f', {", ".join(conversion.extras)} kept beside it' if conversion.extras else ''
     lines = [f'{kind}: {conversion.layout} layout in {conversion.source}: {num_src} tensors -> '
              f'{len(conversion.state)} ({len(conversion.renamed)} renamed, {len(conversion.dropped)} fixed '
-             f'buffers dropped, {conversion.rescaled} rescaled{kept})',
+             f'buffers dropped, {conversion.rescaled} rescaled, {conversion.swapped} colour-swapped{kept})',
              '  config: ' + ', '.join(f'{k}={v}' for k, v in config.items())]
     lines += [f'  {src} -> {dst}' for src, dst in examples(conversion.renamed)]
     if conversion.layout == 'gfpgan_clean':
@@ -124,6 +127,10 @@ def build_parser():
                         help='network(s) to convert (default: every StyleGAN2 network found in SRC)')
     parser.add_argument('--lr-mlp', type=float, default=0.01,
                         help='lr_mlp of the generator that will load DST (gfpgan_clean weights are rescaled for it)')
+    parser.add_argument('--channel-order', choices=('rgb', 'bgr'), default=None,
+                        help='colour order SRC was trained on; bgr swaps ToRGB outputs and the discriminator\'s '
+                             'from-RGB input so DST works on RGB (MMagic trains StyleGAN2 on BGR images; default: '
+                             'rgb, with a warning for an MMagic training save)')
     parser.add_argument('--overwrite', '--force', dest='overwrite', action='store_true',
                         help='replace DST if it exists (--force: old spelling)')
     return parser

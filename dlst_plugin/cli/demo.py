@@ -55,7 +55,8 @@ def build_parser():
     p.add_argument('-o', '--output', '--out', dest='out', default='demo_out',
                    help='output folder (default: %(default)s)')
     p.add_argument('--photos', default=None,
-                   help=f'folder of photos with faces (default: {DEFAULT_PHOTOS} of the checkout)')
+                   help=f'folder of photos with faces (default: {DEFAULT_PHOTOS} of the checkout, or the '
+                        'copy installed with the package)')
     p.add_argument('--fast', action='store_true', help='a few iterations only (a smoke test of every stage)')
     p.add_argument('--size', type=int, default=64, help='face size of the tiny models (default: %(default)s)')
     p.add_argument('--fit-steps', type=int, default=None, help='steps of the prior\'s fit (default: 500, --fast 300)')
@@ -79,7 +80,8 @@ def settings_of(args):
 
 
 def find_photos(arg):
-    candidates = [Path(arg)] if arg else [DEFAULT_PHOTOS, Path(__file__).resolve().parents[2] / DEFAULT_PHOTOS]
+    candidates = [Path(arg)] if arg else [DEFAULT_PHOTOS, Path(__file__).resolve().parents[2] / DEFAULT_PHOTOS,
+                                          ASSETS / 'samples' / 'faces']  # the copy a wheel carries
     for folder in candidates:
         if folder.is_dir() and any(folder.iterdir()):
             return folder.resolve()

@@ -7,6 +7,11 @@ rule) and ``OUT/report.html`` (self-contained: metric table and input | methods 
 Nothing is downloaded: FID's Inception weights are read from disk (see ``--weights-dir``).
 An image that cannot be decoded is left out, named, and makes the exit code 1; ``--gt`` matching
 no restored image is an error, not a table of dashes.
+
+PSNR of an image equal to its ground truth is infinite, as BasicSR's ``calculate_psnr`` gives it (pyiqa's
+``psnr`` gives about 80 dB there, from its eps); it is counted, so the method's mean PSNR is then ``inf``, as
+BasicSR's validation averages it. The table shows ``inf``; metrics.json, which must stay valid JSON, writes it
+as the string ``"inf"`` and adds ``identical_images`` (how many) and ``finite_mean`` (the mean of the others).
 """
 import datetime
 import math
@@ -17,6 +22,9 @@ from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
 
 METRICS = ('niqe', 'fid', 'psnr', 'ssim', 'lpips')
+PSNR_NOTE = ('PSNR of an image equal to its ground truth is inf (BasicSR calculate_psnr), counted in the mean, '
+             'which is then inf as in BasicSR; metrics.json writes it as the string "inf" and gives identical_images '
+             'and finite_mean (the mean of the other images; pyiqa would give those images about 80 dB)')
 EXAMPLE = ('examples:\n  dlst-evaluate --restored DL-ST=results/dlst --input testset/lq --reference ffhq512/ -o eval\n'
            '  dlst-evaluate --reference ffhq512/ --save-stats weights/ffhq512_fid.npz')
 
@@ -26,7 +34,8 @@ def build_parser():
     p.add_argument('--restored', action='append', default=[], metavar='[NAME=]DIR',
                    help='folder of restored faces of one method, repeatable; a bare DIR is named after its folder')
     p.add_argument('-i', '--input', metavar='DIR', help='the degraded inputs (only shown as thumbnails)')
-    p.add_argument('--gt', metavar='DIR', help='ground-truth faces, matched by file stem: enables PSNR/SSIM/LPIPS')
+    p.add_argument('--gt', metavar='DIR',
+                   help='ground-truth faces, matched by file stem: enables PSNR/SSIM/LPIPS. ' + PSNR_NOTE)
     p.add_argument('--reference', metavar='DIR', help='high-quality faces FID compares against')
     p.add_argument('--reference-stats', metavar='FILE',
                    help='FID reference statistics instead of --reference: .npz (mu, sigma) or BasicSR .pth (mean, cov)')
@@ -92,8 +101,9 @@ def choose_metrics(args, lpips_reason):
 
 
 def mean_of(values):
-    finite = [v for v in values if v is not None]
-    return sum(finite) / len(finite) if finite else None
+    """Mean of the values that are not None (an infinite PSNR makes it infinite, as BasicSR's mean); None if none."""
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
 
 
 def finite_or_none(value):
@@ -149,6 +159,7 @@ def score_image(img, path, stem, scorers, gt_images, paired, lpips_net, values):
     """Score one restored image into ``values`` (metric key -> {stem: value}); return whether NIQE upscaled it."""
     from dlst_plugin.metrics.images import read_image, warn
     from dlst_plugin.metrics.niqe import upscale_for_niqe
+    from dlst_plugin.metrics.paired import paired_value
     upscaled = False
     if scorers:
         niqe_img, upscaled = upscale_for_niqe(img)
@@ -163,9 +174,9 @@ def score_image(img, path, stem, scorers, gt_images, paired, lpips_net, values):
         raise InputError(f'{path} is {img.shape[1]}x{img.shape[0]} but ground truth {gt_images[stem]} is '
                          f'{gt.shape[1]}x{gt.shape[0]}: size differs from ground truth; no PSNR/SSIM/LPIPS for it')
     for key, value in (paired(img, gt).items() if paired else ()):
-        values[key][stem] = finite_or_none(value)
+        values[key][stem] = paired_value(key, value)
         if values[key][stem] is None:
-            warn(f'{key.upper()} of {path} is not finite (equal to ground truth?); left out of the mean')
+            warn(f'{key.upper()} of {path} is not finite; left out of the mean')
     if lpips_net:
         values['lpips'][stem] = lpips_net(img, gt)
     return upscaled
@@ -175,6 +186,7 @@ def method_record(name, folder, skipped, scored, values, scorers, paired, lpips_
     """One method's JSON record (without FID, which needs the reference)."""
     from dlst_plugin.metrics.images import IMAGE_FORMAT
     from dlst_plugin.metrics.niqe import NIQE_RESIZE_RULE
+    from dlst_plugin.metrics.paired import psnr_extras
     from dlst_plugin.metrics.report import metric_entry
     record = {'name': name, 'dir': str(folder), 'num_images': scored, 'skipped': skipped, 'metrics': {}}
     for scorer in scorers:
@@ -187,7 +199,8 @@ def method_record(name, folder, skipped, scored, values, scorers, paired, lpips_
         image_format = f'{IMAGE_FORMAT}; {"RGB in [-1, 1]" if key == "lpips" else paired.image_format}'
         record['metrics'][key] = metric_entry(key, mean_of(values[key].values()), backend, image_format,
                                               'none (restored and ground truth must have the same size)',
-                                              len(values[key]), per_image=values[key])
+                                              len(values[key]), per_image=values[key],
+                                              **(psnr_extras(values[key]) if key == 'psnr' else {}))
     return record
 
 
@@ -297,7 +310,7 @@ def add_fid(record, inception, reference):
 def write_outputs(args, argv, records, reference, inception, unavailable, methods, method_images, gt_images):
     import dlst_plugin
     from dlst_plugin.metrics.images import IMAGE_FORMAT
-    from dlst_plugin.metrics.report import format_table, write_html, write_json
+    from dlst_plugin.metrics.report import format_table, identical_notes, write_html, write_json
     payload = {'tool': 'dlst-evaluate', 'dlst_plugin_version': dlst_plugin.__version__,
                'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                'command': ['dlst-evaluate'] + list(argv), 'image_format': IMAGE_FORMAT,
@@ -307,6 +320,8 @@ def write_outputs(args, argv, records, reference, inception, unavailable, method
     if inception is not None and args.inception_random_init is not None:
         payload['notes'] = ['FID computed with a RANDOMLY INITIALISED Inception (--inception-random-init): test only']
     print(format_table(records))
+    for line in identical_notes(records):
+        print(line)
     for key, reason in unavailable.items():
         print(f'{key}: unavailable ({reason})')
     out = Path(args.output)

@@ -6,7 +6,7 @@ the number of shards or interruptions. Keys are the zero-padded pair index in bo
 (BasicSR ``meta_info.txt`` layout), so ``PairedImageDataset``-style readers and
 ``SecondOrderFaceDataset`` match them by key.
 
-Rerunning the same command after an interruption (Ctrl-C, a kill, a crash) continues where it
+Rerunning the same command after an interruption (Ctrl-C, SIGTERM, a kill, a crash) continues where it
 stopped: a pair counts as done only when both LMDBs hold its key, a key is never stored twice, and
 a pair only one LMDB holds (a kill between the two commits) is finished, so both always end with
 the same keys. The summary says how many pairs the output holds, which may be more than ``-n``
@@ -25,10 +25,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dlst_plugin.cli.common import add_positional_alias, check_resume_settings, make_parser, run_command
+from dlst_plugin.cli.common import (
+    add_positional_alias,
+    check_resume_settings,
+    interruption,
+    make_parser,
+    run_command,
+)
 from dlst_plugin.degrader_files import load_degrader, weights_digest
 from dlst_plugin.devices import pick_device
-from dlst_plugin.errors import ConfigError, InputError, Interrupted
+from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.fileio import atomic_write_text
 from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
 
@@ -194,8 +200,9 @@ def run(args):
                   'already stored')
         start = time.time()
         made = write_pairs(net, todo, writers, args, device, f'pairs (shard {rank}/{world})')
-    except KeyboardInterrupt:
-        raise Interrupted(f'the pairs made so far are kept in {folder}; rerun the same command to continue') from None
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (run_command's handler)
+        raise interruption(err, f'the pairs made so far are kept in {folder}; rerun the same command to continue') \
+            from None
     finally:
         for w in writers:
             w.close()  # commits every complete pair put so far

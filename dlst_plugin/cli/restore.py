@@ -6,7 +6,15 @@ OUTPUT/restored_imgs/NAME.png, OUTPUT/restored_faces/NAME_00.png ... and, with -
 OUTPUT/cmp/NAME.png (input | restored); files of the same name are replaced. A photo that fails
 (no face, unreadable, too small ...) is reported and skipped; the run ends with a summary and
 exits 1 if any photo failed.
+
+The output is checked first (its folders made and a test file written in each): an output that cannot be
+written stops the run before any photo is restored. A write that fails during the run because the disk is
+full or the output read-only stops the run at that photo (exit 1), saying which photos were finished; a
+photo's files are written atomically and a photo that fails takes back the files it had written, so the
+output folder holds finished photos only.
 """
+import contextlib
+import errno
 import glob
 import os
 import sys
@@ -17,8 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
-from dlst_plugin.fileio import atomic_write_bytes
+from dlst_plugin.fileio import atomic_write_bytes, check_can_write
 from dlst_plugin.image_files import IMAGE_EXTENSIONS, list_images
 from dlst_plugin.model_files import resolve_model_path
 from dlst_plugin.restoration import (
@@ -33,6 +42,9 @@ from dlst_plugin.restoration import (
 )
 
 OUT_DIRS = {'image': 'restored_imgs', 'faces': 'restored_faces', 'compare': 'cmp'}
+# a failed output write with one of these stops the run: every later photo would fail the same way
+STOP_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT,
+               errno.ENOTDIR}
 EXAMPLE = ('example:\n  dlst-restore -i photos/ \'more/*.jpg\' one.png -o results '
            '--model experiments/DLST_512/models/net_g_latest.pth --compare')
 
@@ -41,7 +53,10 @@ def build_parser():
     p = make_parser('dlst-restore', __doc__.split('\n')[0], epilog=EXAMPLE)
     p.add_argument('-i', '--input', nargs='+', required=True,
                    help='image files, folders (searched recursively) or glob patterns (quote them)')
-    p.add_argument('-o', '--output', required=True, help='output folder (restored_imgs/, restored_faces/, cmp/)')
+    p.add_argument('-o', '--output', required=True,
+                   help='output folder (restored_imgs/, restored_faces/, cmp/); checked with a test write before any '
+                        'photo is restored. A full or read-only disk stops the run at the first failed write '
+                        '(exit 1, naming the photos finished); a failed photo leaves none of its files')
     p.add_argument('--model', required=True,
                    help='restorer checkpoint: X.pth (BasicSR net_g_*.pth; params_ema, else params) or X.safetensors '
                         '(dlst-export --format safetensors). When X.safetensors lies next to a given X.pth, the '
@@ -116,36 +131,77 @@ def read_photo(path):
     return img
 
 
-def write_png(path, img):
-    """Write through a temporary file, so an interrupted run leaves no half-written PNG."""
+class WriteFailed(Exception):
+    """One of a photo's output files could not be written; ``fatal`` when every later write would fail too
+    (no space, read-only, no permission, the folder gone), so the run stops instead of going on."""
+
+    def __init__(self, path, err):
+        super().__init__(f'cannot write {path}: {err.strerror or err}')
+        self.path, self.err = path, err
+        self.fatal = err.errno in STOP_ERRNOS
+
+
+def write_png(path, img, written=None):
+    """Write through a temporary file (no half-written PNG survives a failure or a kill); ``written``
+    collects the paths written, so a photo that fails later can take its files back."""
     ok, buf = cv2.imencode('.png', img)
     if not ok:
         raise RestoreError(f'cannot encode {path}')
-    atomic_write_bytes(path, buf.tobytes())
+    try:
+        atomic_write_bytes(path, buf.tobytes())
+    except OSError as err:
+        raise WriteFailed(path, err) from None
+    if written is not None:
+        written.append(path)
 
 
 def restore_one(restorer, path, out_dir, name, args, totals):
+    """Restore one photo and write its files; when anything fails (or Ctrl-C / SIGTERM comes) the files
+    this photo had written are removed, so the output folder holds finished photos only."""
     img = read_photo(path)
     result = restorer.restore_image(img, aligned=args.aligned)
-    write_png(out_dir / OUT_DIRS['image'] / f'{name}.png', result.image)
-    if not args.no_faces:
-        for k, face in enumerate(result.faces):
-            write_png(out_dir / OUT_DIRS['faces'] / f'{name}_{k:02d}.png', face)
-    if args.compare:
-        write_png(out_dir / OUT_DIRS['compare'] / f'{name}.png',
-                  side_by_side(to_bgr8(img)[0], to_bgr8(result.image)[0]))
+    written = []
+    try:
+        write_png(out_dir / OUT_DIRS['image'] / f'{name}.png', result.image, written)
+        if not args.no_faces:
+            for k, face in enumerate(result.faces):
+                write_png(out_dir / OUT_DIRS['faces'] / f'{name}_{k:02d}.png', face, written)
+        if args.compare:
+            write_png(out_dir / OUT_DIRS['compare'] / f'{name}.png',
+                      side_by_side(to_bgr8(img)[0], to_bgr8(result.image)[0]), written)
+    except BaseException:
+        for done in written:
+            with contextlib.suppress(OSError):
+                os.remove(done)
+        raise
     for stage, seconds in result.timings.items():
         totals[stage] += seconds
     totals['faces'] += len(result.faces)
     return result
 
 
-def run(args):
-    if args.batch_size < 1:
-        raise RestoreSetupError('--batch-size must be at least 1')
-    paths, problems = collect_inputs(args.input)
-    if not paths:
-        raise RestoreSetupError('-i/--input: no input images: ' + '; '.join(f'{e}: {why}' for e, why in problems))
+def output_folders(args):
+    out_dir = Path(args.output)
+    wanted = {'image': True, 'faces': not args.no_faces, 'compare': args.compare}
+    return out_dir, [out_dir / sub for key, sub in OUT_DIRS.items() if wanted[key]]
+
+
+def check_output(args):
+    """Create the output folders and write a test file in each: an output that cannot be written (read-only,
+    full, a path under a file) stops the run before any photo is restored: a configuration error (exit code 2,
+    nothing was done), as dlst-make-lmdb and dlst-collect-lq-faces treat an unwritable destination."""
+    out_dir, folders = output_folders(args)
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            check_can_write(folder)
+        except OSError as err:
+            raise ConfigError(f'-o/--output {out_dir}: cannot write into {folder} ({err}); no photo was restored. '
+                             'Free some space, make it writable, or choose another output folder') from None
+    return out_dir
+
+
+def load_restorer(args):
     model = resolve_model_path(args.model, args.weights_dir, prefer_safetensors=True)
     if model.suffix == '.safetensors' and Path(args.model).suffix.lower() != '.safetensors':
         print(f'note: --model {args.model}: using {model} (the safetensors copy next to it)', file=sys.stderr)
@@ -155,29 +211,63 @@ def run(args):
                                        score_threshold=args.score_threshold)
     if not args.aligned:
         restorer.detector  # noqa: B018  (build it now: a missing detector model stops the run before any work)
-    out_dir = Path(args.output)
-    for key, sub in OUT_DIRS.items():
-        if key == 'image' or (key == 'faces' and not args.no_faces) or (key == 'compare' and args.compare):
-            (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    totals = dict.fromkeys(STAGES, 0.0) | {'faces': 0}
-    used, ok, failed = set(), 0, list(problems)
+    return restorer
+
+
+def restore_all(restorer, paths, out_dir, args, totals, failed):
+    """Restore ``paths`` in turn; return (finished photos, (photo, WriteFailed) that stopped the run or None)."""
+    used, finished = set(), []
     for path in tqdm(paths, desc='photos', unit='photo', file=sys.stderr):
         try:
             result = restore_one(restorer, path, out_dir, output_name(path, used), args, totals)
+        except WriteFailed as err:
+            if err.fatal:  # every later photo would fail the same way: stop at the first
+                return finished, (path, err)
+            failed.append((path, str(err)))
+            tqdm.write(f'failed: {path}: {err}', file=sys.stderr)
+            continue
         except (RestoreError, ValueError, cv2.error, OSError, MemoryError, RuntimeError) as err:
-            # the photo's own problem (or memory, disk, a failing forward): report it and go on
+            # the photo's own problem (or memory, a failing forward): report it and go on
             failed.append((path, str(err) if isinstance(err, RestoreError) else f'{type(err).__name__}: {err}'))
             tqdm.write(f'failed: {path}: {err}', file=sys.stderr)
             continue
-        ok += 1
+        finished.append(path)
         for note in result.notes:
             tqdm.write(f'note: {path}: {note}', file=sys.stderr)
+    return finished, None
+
+
+def stop_message(stop, finished, failed, paths, out_dir):
+    """The error of a run stopped by an output write: what failed, what was finished, what was not started."""
+    path, err = stop
+    names = [Path(p).name for p in finished]
+    shown = ', '.join(names) if len(names) <= 3 else f'{names[0]} ... {names[-1]}'
+    left = len(paths) - paths.index(path) - 1
+    return (f'{err}; stopped at {path}: {len(finished)} of {len(paths)} photo(s) finished'
+            + (f' ({shown}; their files are in {out_dir})' if finished else '')
+            + f', {len(failed)} failed, {left} not started, none of {Path(path).name} kept. '
+            'Free some space or make the output writable, then rerun')
+
+
+def run(args):
+    if args.batch_size < 1:
+        raise RestoreSetupError('--batch-size must be at least 1')
+    paths, problems = collect_inputs(args.input)
+    if not paths:
+        raise RestoreSetupError('-i/--input: no input images: ' + '; '.join(f'{e}: {why}' for e, why in problems))
+    restorer = load_restorer(args)
+    out_dir = check_output(args)
+    totals = dict.fromkeys(STAGES, 0.0) | {'faces': 0}
+    failed = list(problems)
+    finished, stop = restore_all(restorer, paths, out_dir, args, totals, failed)
     faces = totals['faces']
-    print(f'{ok} ok, {len(failed)} failed; {faces} faces restored into {out_dir}')
+    print(f'{len(finished)} ok, {len(failed)} failed; {faces} faces restored into {out_dir}')
     if faces:
         print('seconds per face: ' + ', '.join(f'{s} {totals[s] / faces:.3f}' for s in STAGES))
     for entry, why in failed:
         print(f'  failed: {entry}: {why}')
+    if stop:
+        raise InputError(stop_message(stop, finished, failed, paths, out_dir))
     return 1 if failed else 0
 
 

@@ -1,14 +1,14 @@
 """dlst-table1: the paper's Table 1 grid (3 restorer archs x 2 training sets): write, train, evaluate.
 
-    dlst-table1 options [-o options/table1]             write the six option files
-    dlst-table1 status                                  which cells have finished training
+    dlst-table1 options [-o options/table1]             write the six option files (+ the streaming variants)
+    dlst-table1 status                                  each row's recipe; which cells have finished training
     dlst-table1 train CELL [--nproc N] [--auto-resume]  train one cell (torchrun when N > 1)
     dlst-table1 evaluate -i DIR --reference DIR         restore the test faces (-i) with every finished
                                                         cell and score them into Table 1's layout
 
 Cells: ``<arch>_<data>`` with arch in gfpgan, glean, st and data in gfpdeg (GFP-GAN's degradation of
-FFHQ), dl (DL-ST's second-order set). A cell whose training, restoring or scoring failed makes the
-exit code 1.
+FFHQ), dl (DL-ST's second-order set). Each row trains with its own paper's recipe for 200k
+iterations (docs/table1.md). A cell whose training, restoring or scoring failed makes the exit code 1.
 """
 import json
 import shlex
@@ -30,13 +30,14 @@ def build_parser():
 
     def command(name, text):
         return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter, epilog=EXIT_CODES)
-    opts = command('options', 'write the six option files')
+    opts = command('options', 'write the six option files (and the streaming variants of the DL cells)')
     opts.add_argument('-o', '--output', '--out', dest='output', default=str(DEFAULT_DIR),
                       help='folder for the option files (--out: old spelling)')
-    status = command('status', 'list the cells and whether their training finished')
+    status = command('status', 'list each row\'s recipe, its cells and whether their training finished')
     train = command('train', 'train one cell')
     train.add_argument('cell', choices=table1.cells() + table1.stream_files(),
-                       help='a cell; <arch>_dl_stream trains the DL cell with pairs streamed from the degrader')
+                       help='a cell; glean_dl_stream and st_dl_stream train the DL cell with pairs streamed from '
+                       'the degrader (GFP-GAN\'s model does not stream)')
     train.add_argument('--nproc', type=int, default=1, help='processes (GPUs) on this machine; > 1 uses torchrun')
     train.add_argument('--master-port', type=int, default=None, help='torchrun rendezvous port (two runs on one '
                        'machine need different ones)')
@@ -67,7 +68,7 @@ def option_file(options_dir, cell):
 
 def experiment_dir(opt_path):
     """Where BasicSR puts the cell's run: ``path.experiments_root`` or ``./experiments/<name>``."""
-    from dlst_plugin.option_file import read_option_file
+    from dlst_plugin.options.file import read_option_file
     opt = read_option_file(opt_path)
     root = (opt.get('path') or {}).get('experiments_root')
     return Path(root).expanduser() if root else Path('experiments') / opt['name']
@@ -140,6 +141,16 @@ def run_evaluate(args):
     return EXIT_INPUT if failed else 0
 
 
+def print_status(options_dir):
+    """Each row's recipe, then its cells and whether they finished."""
+    for arch in table1.ARCHS:
+        print(f'{table1.ARCH_TITLES[arch]}: {table1.recipe_of(f"{arch}_{table1.DATA[0]}")}')
+        for data in table1.DATA:
+            cell = f'{arch}_{data}'
+            model = finished_model(options_dir, cell)
+            print(f'  {cell:14s} {"finished: " + str(model) if model else "not finished"}')
+
+
 def run(args):
     if args.command == 'options':
         out = Path(args.output)
@@ -149,9 +160,7 @@ def run(args):
         print(f'wrote {len(files)} option files to {out}')
         return 0
     if args.command == 'status':
-        for cell in table1.cells():
-            model = finished_model(args.options_dir, cell)
-            print(f'{cell:14s} {"finished: " + str(model) if model else "not finished"}')
+        print_status(args.options_dir)
         return 0
     if args.command == 'train':
         cmd = train_command(args)

@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from dlst_plugin.data import image_ops
+from dlst_plugin.options.schema import Block, Range, option
 
 KERNEL_TYPES = ('iso', 'aniso')
 _RANGES = ('blur_sigma', 'rotation_range', 'downsample_range', 'noise_range', 'jpeg_range', 'brightness', 'contrast',
@@ -32,31 +33,35 @@ _RANGE_FLOORS = {'blur_sigma': 0.0, 'downsample_range': 0.0, 'noise_range': 0.0,
 _STRICT_FLOORS = ('blur_sigma', 'downsample_range')  # these must be > 0
 
 
+PAIR = 'a [min, max] pair'
+
+
 @dataclasses.dataclass(frozen=True)
-class FaceDegradation:
-    """Parameters of the recipe. ``None`` for a range or probability switches that stage off.
+class FaceDegradation(Block):
+    """Parameters of the recipe. ``None`` (``~`` in an option file) for a range or probability switches that
+    stage off.
 
     Ranges are ``(min, max)`` and drawn uniformly; ``noise_range`` and ``color_jitter_shift``
     are in 8-bit units (GFP-GAN's convention); ``hue`` is a fraction of a turn.
     """
-    blur_kernel_size: int = 41
-    kernel_list: Tuple[str, ...] = ('iso', 'aniso')
-    kernel_prob: Tuple[float, ...] = (0.5, 0.5)
-    blur_sigma: Tuple[float, float] = (0.1, 10.0)
-    rotation_range: Tuple[float, float] = (-math.pi, math.pi)
-    downsample_range: Tuple[float, float] = (0.8, 8.0)
-    noise_range: Optional[Tuple[float, float]] = (0.0, 20.0)
-    jpeg_range: Optional[Tuple[float, float]] = (60.0, 100.0)
-    color_jitter_prob: Optional[float] = 0.3
-    color_jitter_shift: float = 20.0
-    color_jitter_pt_prob: Optional[float] = 0.3
-    brightness: Optional[Tuple[float, float]] = (0.5, 1.5)
-    contrast: Optional[Tuple[float, float]] = (0.5, 1.5)
-    saturation: Optional[Tuple[float, float]] = (0.0, 1.5)
-    hue: Optional[Tuple[float, float]] = (-0.1, 0.1)
-    gray_prob: Optional[float] = 0.01
-    gt_gray: bool = False
-    use_hflip: bool = True
+    blur_kernel_size: int = option(41, Range(1), 'side of the blur kernel (odd)')
+    kernel_list: Tuple[str, ...] = option(('iso', 'aniso'), doc='blur kernel types drawn from: iso, aniso')
+    kernel_prob: Tuple[float, ...] = option((0.5, 0.5), doc='weight of each kernel_list entry')
+    blur_sigma: Tuple[float, float] = option((0.1, 10.0), doc=f'blur sigma, {PAIR} (> 0)')
+    rotation_range: Tuple[float, float] = option((-math.pi, math.pi), doc='anisotropic kernel angle, radians')
+    downsample_range: Tuple[float, float] = option((0.8, 8.0), doc=f'downsampling factor, {PAIR} (> 0)')
+    noise_range: Optional[Tuple[float, float]] = option((0.0, 20.0), doc='Gaussian noise sigma, 8-bit units; ~: off')
+    jpeg_range: Optional[Tuple[float, float]] = option((60.0, 100.0), doc='JPEG quality (<= 100); ~: off')
+    color_jitter_prob: Optional[float] = option(0.3, Range(0, 1), 'probability of a colour shift; ~: off')
+    color_jitter_shift: float = option(20.0, Range(0), 'largest colour shift, 8-bit units')
+    color_jitter_pt_prob: Optional[float] = option(0.3, Range(0, 1), 'probability of a colour jitter; ~: off')
+    brightness: Optional[Tuple[float, float]] = option((0.5, 1.5), doc='colour jitter brightness factor; ~: off')
+    contrast: Optional[Tuple[float, float]] = option((0.5, 1.5), doc='colour jitter contrast factor; ~: off')
+    saturation: Optional[Tuple[float, float]] = option((0.0, 1.5), doc='colour jitter saturation factor; ~: off')
+    hue: Optional[Tuple[float, float]] = option((-0.1, 0.1), doc='colour jitter hue shift, fraction of a turn; ~: off')
+    gray_prob: Optional[float] = option(0.01, Range(0, 1), 'probability of a gray input; ~: off')
+    gt_gray: bool = option(False, doc='the target of a gray input is gray too')
+    use_hflip: bool = option(True, doc='flip horizontally with probability 0.5')
 
     def __post_init__(self):
         for field in dataclasses.fields(self):  # YAML gives lists; keep the record hashable
@@ -66,21 +71,12 @@ class FaceDegradation:
         _validate(self)
 
     @classmethod
-    def option_names(cls):
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
     def from_opt(cls, opt, strict=True):
-        """Build from an option dict with GFP-GAN's key names; missing keys keep the defaults.
-
-        ``strict``: an unknown key raises ValueError naming it; otherwise unknown keys are
-        ignored (for a dataset block that also holds other options).
-        """
-        names = cls.option_names()
-        unknown = [k for k in opt if k not in names]
-        if strict and unknown:
-            raise ValueError(f'unknown degradation option {unknown[0]!r}; known options: {", ".join(names)}')
-        return cls(**{key: opt[key] for key in names if key in opt})
+        """Build from an option dict with GFP-GAN's key names; missing keys keep the defaults, ``~`` switches a
+        stage off. ``strict``: an unknown key is an error naming it (OptionsError, a ValueError); otherwise
+        unknown keys are ignored (for a dataset block that also holds other options)."""
+        mapping = opt if strict else {k: v for k, v in opt.items() if k in cls.keys()}
+        return cls.decode(mapping, 'degradation')
 
     def sample(self, rng):
         """Draw every random choice of one degradation from ``rng`` (a numpy Generator)."""

@@ -5,6 +5,9 @@ A drop-in for GFP-GAN's ``FFHQDegradationDataset`` option block (same keys; the 
 are resized to ``out_size``, bad images raise an error naming them (or are skipped with
 ``skip_bad_images: true``), and every sample draws from its own seeded RNG.
 """
+import dataclasses
+from typing import Optional, Tuple
+
 import cv2
 import numpy as np
 import torch
@@ -15,19 +18,58 @@ from torch.utils import data
 
 from dlst_plugin.data.degradations import FaceDegradation, degrade
 from dlst_plugin.data.device_degradation import pack
+from dlst_plugin.data.face_components import ComponentBoxes
 from dlst_plugin.data.face_image_source import FaceImageSource
+from dlst_plugin.options.blocks import DATASET_PASSED_THROUGH
+from dlst_plugin.options.schema import Block, Range, option
 
-# Keys of the dataset block that are not degradation parameters. BasicSR adds ``phase`` and
-# ``scale`` and reads the data-loader keys; GFP-GAN's facial-component keys are accepted and ignored.
-DATASET_OPTIONS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'io_backend', 'out_size', 'mean', 'std', 'seed',
-                   'skip_bad_images', 'degradation_on_device')
-LOADER_OPTIONS = ('use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
-                  'num_prefetch_queue', 'pin_memory', 'persistent_workers')
-GFPGAN_COMPONENT_OPTIONS = ('crop_components', 'component_path', 'eye_enlarge_ratio')
+RGB = Tuple[float, float, float]
 
 
-def _is_half(values):
-    return values is not None and all(float(v) == 0.5 for v in values)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FaceSetOptions(Block):
+    """What every face dataset of the plugin reads besides its data roots (and BasicSR's loader keys)."""
+    PASSED_THROUGH = DATASET_PASSED_THROUGH
+    io_backend: Optional[dict] = option(None, doc='{type: disk} or {type: lmdb}; ~: lmdb for a folder with data.mdb, '
+                                                  'else disk')
+    out_size: Optional[int] = option(None, Range(1), 'side of the returned faces (others are resized); ~: as stored')
+    mean: Optional[RGB] = option(None, doc='RGB normalisation (x - mean) / std of both tensors (GFP-GAN: 0.5)')
+    std: Optional[RGB] = option(None, doc='RGB normalisation (non-zero; GFP-GAN: 0.5 -> [-1, 1])')
+    seed: Optional[int] = option(None, Range(0), 'base seed of the per-sample RNGs; ~: torch\'s seed (manual_seed + '
+                                                 'rank)')
+    skip_bad_images: bool = option(False, doc='log and skip unreadable images instead of stopping')
+    crop_components: bool = option(False, doc='add GFP-GAN\'s eye and mouth boxes (loc_left_eye, loc_right_eye, '
+                                              'loc_mouth)')
+    component_path: Optional[str] = option(None, doc='GFP-GAN\'s landmark file; ~: the alignment template\'s boxes')
+    eye_enlarge_ratio: float = option(1.0, Range(0, lo_open=True), 'eye boxes enlarged by this (GFP-GAN\'s recipe: '
+                                                                   '1.4)')
+    degradation: FaceDegradation = option(factory=FaceDegradation, flatten=True,
+                                          doc='GFP-GAN\'s degradation recipe, its keys at this level')
+
+    def __post_init__(self):
+        if self.std is not None and 0 in self.std:
+            raise ValueError(f'std must not contain 0, got {list(self.std)}')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DegradedFaceOptions(FaceSetOptions):
+    """``DegradedFaceDataset``: HQ faces and GFP-GAN's degradation of them (a GFP-GAN ``FFHQDegradationDataset``
+    block works as it is)."""
+    dataroot_gt: str = option(doc='the HQ faces: a folder (scanned recursively) or a BasicSR LMDB')
+    degradation_on_device: bool = option(False, doc='leave the degradation to the model (batched on the device; '
+                                                    'needs mean and std 0.5)')
+
+    def __post_init__(self):
+        super().__post_init__()
+        half = all(v == 0.5 for v in (self.mean or ())) and all(v == 0.5 for v in (self.std or ()))
+        if self.degradation_on_device and not (self.mean and self.std and half):
+            raise ValueError('degradation_on_device needs mean and std [0.5, 0.5, 0.5] (the model maps gt from [-1, 1] '
+                             'back to [0, 1] to degrade it)')
+
+
+def dataset_where(opt):
+    """How errors name a dataset block: ``datasets.<phase>`` (BasicSR adds ``phase``)."""
+    return f'datasets.{opt.get("phase", "train")}'
 
 
 def image_to_tensor(img, mean=None, std=None):
@@ -55,37 +97,17 @@ def resize_square(img, size):
     return out if shrink else np.clip(out, 0.0, 1.0, out=out)
 
 
-def check_known_options(cls, opt):
-    """ValueError naming the first key of ``opt`` that is not in ``cls.OPTIONS`` (the option check of
-    ``dlst-train`` reads the same ``OPTIONS`` to name misspelt keys before anything is built)."""
-    unknown = sorted(set(opt) - set(cls.OPTIONS))
-    if unknown:
-        raise ValueError(f'{cls.__name__}: unknown option {unknown[0]!r}; known options: '
-                         f'{", ".join(sorted(cls.OPTIONS))}')
-
-
-def _check_norm(opt, key):
-    value = opt.get(key)
-    if value is not None and (not isinstance(value, (list, tuple)) or len(value) != 3):
-        raise ValueError(f'DegradedFaceDataset: {key} must be a list of 3 numbers (RGB) or null, got {value!r}')
-    if key == 'std' and value is not None and any(v == 0 for v in value):
-        raise ValueError(f'DegradedFaceDataset: std must not contain 0, got {value!r}')
-    return None if value is None else [float(v) for v in value]
-
-
 class SeededSamples:
     """``sample_rng(index)``: a fresh numpy Generator per sample, from (seed, rank, DataLoader worker seed,
     draw count, index) in training, so no two draws repeat; from (seed, index) in validation and test sets
     (BasicSR sets ``phase``), so they are the same at every pass."""
 
-    def init_sample_seeds(self, opt):
-        seed = opt.get('seed')
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise ValueError(f'{type(self).__name__}: seed must be a non-negative integer or null, got {seed!r}')
+    def init_sample_seeds(self, seed, phase):
+        """``seed``: the block's (decoded, checked) seed or None; ``phase``: BasicSR's ``train``/``val``/``test``."""
         self.seed = torch.initial_seed() if seed is None else seed
         self.rank = get_dist_info()[0]
         self._draws = 0
-        self.fixed = opt.get('phase', 'train') != 'train'
+        self.fixed = phase != 'train'
 
     def sample_rng(self, index):
         if self.fixed:
@@ -112,6 +134,10 @@ class DegradedFaceDataset(SeededSamples, data.Dataset):
             ``{'gt', 'gt_path', 'lq_path', 'degradation'}``, ``gt`` the HQ face (normalised, not flipped)
             and ``degradation`` the parameters drawn for it, packed by
             ``dlst_plugin.data.device_degradation.pack`` for ``device_degradation.degrade_batch``.
+        crop_components, component_path, eye_enlarge_ratio: GFP-GAN's keys; with ``crop_components``
+            samples add ``loc_left_eye``, ``loc_right_eye``, ``loc_mouth`` (GFPGANModel's eye and mouth
+            boxes, flipped with the face) from GFP-GAN's landmark file ``component_path``, keyed by the
+            face's index, or without one from the alignment template (``dlst_plugin.data.face_components``).
 
     Each ``__getitem__`` seeds ``numpy.random.default_rng`` from (seed, rank, the DataLoader
     worker's seed, which torch draws anew every epoch, a per-worker draw counter, index): runs with
@@ -120,52 +146,46 @@ class DegradedFaceDataset(SeededSamples, data.Dataset):
     every validation of a run sees the same degraded inputs, so its metrics compare along the run.
     """
 
-    OPTIONS = DATASET_OPTIONS + LOADER_OPTIONS + GFPGAN_COMPONENT_OPTIONS + FaceDegradation.option_names()
+    OPTIONS = DegradedFaceOptions
 
     def __init__(self, opt):
         super().__init__()
-        check_known_options(type(self), opt)
+        options = DegradedFaceOptions.decode(opt, dataset_where(opt))
         self.opt = opt
-        self.degradation = FaceDegradation.from_opt(opt, strict=False)
-        self.mean = _check_norm(opt, 'mean')
-        self.std = _check_norm(opt, 'std')
-        out_size = opt.get('out_size')
-        if out_size is not None and (not isinstance(out_size, int) or isinstance(out_size, bool) or out_size < 1):
-            raise ValueError(f'DegradedFaceDataset: out_size must be a positive integer or null, got {out_size!r}')
-        self.out_size = out_size
-        self.source = FaceImageSource(opt.get('dataroot_gt'), opt.get('io_backend'),
-                                      skip_bad_images=opt.get('skip_bad_images', False), option='dataroot_gt')
-        self.init_sample_seeds(opt)
-        self.on_device = opt.get('degradation_on_device', False)
-        if not isinstance(self.on_device, bool):
-            raise ValueError(f'DegradedFaceDataset: degradation_on_device must be true or false, '
-                             f'got {self.on_device!r}')
-        if self.on_device and not (_is_half(self.mean) and _is_half(self.std)):
-            raise ValueError('DegradedFaceDataset: degradation_on_device needs mean and std [0.5, 0.5, 0.5] (the '
-                             f'model maps gt from [-1, 1] back to [0, 1] to degrade it); got {self.mean}, {self.std}')
-        logger = get_root_logger()
-        if opt.get('crop_components'):
-            logger.warning('DegradedFaceDataset returns no facial component boxes; crop_components is ignored.')
-        logger.info(f'DegradedFaceDataset: {len(self.source)} faces from {self.source.root} '
-                    f'({self.source.backend}), out_size {self.out_size}, {self.degradation}'
-                    f'{" (applied on the device)" if self.on_device else ""}')
+        self.degradation = options.degradation
+        self.mean = None if options.mean is None else list(options.mean)
+        self.std = None if options.std is None else list(options.std)
+        self.out_size = options.out_size
+        self.source = FaceImageSource(options.dataroot_gt, options.io_backend, skip_bad_images=options.skip_bad_images,
+                                      option='dataroot_gt')
+        self.init_sample_seeds(options.seed, opt.get('phase', 'train'))
+        self.on_device = options.degradation_on_device
+        self.components = ComponentBoxes(options, 'DegradedFaceDataset')
+        self.components.check_covers(len(self.source), self.source.root)
+        get_root_logger().info(f'DegradedFaceDataset: {len(self.source)} faces from {self.source.root} '
+                               f'({self.source.backend}), out_size {self.out_size}, {self.degradation}'
+                               f'{" (applied on the device)" if self.on_device else ""}'
+                               f'{", " + self.components.describe() if self.components.enabled else ""}')
 
     def __len__(self):
         return len(self.source)
 
     def __getitem__(self, index):
         index, img_gt = self.source.read_or_skip(index)
+        stored_size = img_gt.shape[1]
         if self.out_size is not None:
             img_gt = resize_square(img_gt, self.out_size)
         path = self.source.path(index)
         if self.on_device:  # the same draws as below; the model applies them (device_degradation.degrade_batch)
             params = self.degradation.sample(self.sample_rng(index))
             return {'gt': image_to_tensor(img_gt, self.mean, self.std), 'gt_path': path, 'lq_path': path,
-                    'degradation': pack(params, img_gt.shape[:2])}
-        img_lq, img_gt = degrade(img_gt, self.sample_rng(index), self.degradation)
+                    'degradation': pack(params, img_gt.shape[:2]),
+                    **self.components.locations(index, stored_size, img_gt.shape[1], params.hflip)}
+        img_lq, img_gt, params = degrade(img_gt, self.sample_rng(index), self.degradation, return_params=True)
         return {
             'lq': image_to_tensor(img_lq, self.mean, self.std),
             'gt': image_to_tensor(img_gt, self.mean, self.std),
             'lq_path': path,
             'gt_path': path,
+            **self.components.locations(index, stored_size, img_gt.shape[1], params.hflip),
         }

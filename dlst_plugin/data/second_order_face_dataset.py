@@ -11,8 +11,10 @@ docs/design.md#second-order-set).
 The GFP-GAN recipe is ``dlst_plugin.data.degradations`` (source (b) of second_order and (a) of
 method1 are ``DegradedFaceDataset`` itself).
 """
+import dataclasses
 import math
 import os.path as osp
+from typing import List, Literal, Optional, Union
 
 import numpy as np
 from basicsr.utils import get_root_logger
@@ -20,21 +22,37 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from dlst_plugin.data import image_ops
-from dlst_plugin.data.degradations import FaceDegradation, degrade
+from dlst_plugin.data.degradations import degrade
 from dlst_plugin.data.degraded_face_dataset import (
-    LOADER_OPTIONS,
     DegradedFaceDataset,
+    FaceSetOptions,
     SeededSamples,
-    check_known_options,
+    dataset_where,
     image_to_tensor,
     resize_square,
 )
+from dlst_plugin.data.face_components import ComponentBoxes
 from dlst_plugin.data.face_image_source import FaceImageSource
+from dlst_plugin.options.schema import Range, option
 
-MODES = ('second_order', 'method1')
-OWN_OPTIONS = ('name', 'type', 'phase', 'scale', 'mode', 'dataroot_clean', 'dataroot_degraded', 'dataroot_hq',
-               'ratio', 'io_backend', 'out_size', 'mean', 'std', 'seed', 'skip_bad_images') + LOADER_OPTIONS
-SHARED_WITH_DEGRADED_FACE = ('out_size', 'mean', 'std', 'seed', 'skip_bad_images', 'phase')
+ROOTS = Union[str, List[str]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SecondOrderOptions(FaceSetOptions):
+    """``SecondOrderFaceDataset``: generated pairs and FFHQ, degraded a second time (paper 3.2.4, 4.4.1)."""
+    mode: Literal['second_order', 'method1'] = option('second_order', doc='second_order: the paper\'s set; method1: '
+                                                                          'Table 3\'s ablation')
+    dataroot_clean: ROOTS = option(doc='clean faces of dlst-generate-pairs (LMDB or folder; a list for shards)')
+    dataroot_degraded: ROOTS = option(doc='their degraded faces, the same keys (a list in the same order)')
+    dataroot_hq: Optional[str] = option(None, doc='FFHQ faces (second_order; component_path applies to them)')
+    ratio: float = option(0.5, Range(0, 1), 'share of generated pairs (method1: of clean faces + GFP-GAN\'s '
+                                            'degradation); 1 or 0: one source only')
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode == 'second_order' and self.ratio < 1 and self.dataroot_hq is None:
+            raise ValueError('dataroot_hq: missing: mode second_order with ratio < 1 mixes in FFHQ faces')
 
 
 def backend_of(root, io_backend=None):
@@ -59,7 +77,8 @@ class GeneratedPairs(data.Dataset):
     RECIPES = ('second_order', 'clean_gfpgan', 'green')
 
     def __init__(self, opt, degradation, sample_rng):
-        cleans, degradeds = _as_list(opt.get('dataroot_clean')), _as_list(opt.get('dataroot_degraded'))
+        """``opt``: the dataset's decoded :class:`SecondOrderOptions`."""
+        cleans, degradeds = _as_list(opt.dataroot_clean), _as_list(opt.dataroot_degraded)
         if len(cleans) != len(degradeds):
             raise ValueError(f'dataroot_clean and dataroot_degraded must list as many folders: {len(cleans)} vs '
                              f'{len(degradeds)}')
@@ -67,12 +86,13 @@ class GeneratedPairs(data.Dataset):
         self.offsets = np.cumsum([0] + [len(part[0]) for part in self.parts])
         self.degradation = degradation
         self.sample_rng = sample_rng
-        self.out_size = opt.get('out_size')
-        self.mean, self.std = opt.get('mean'), opt.get('std')
+        self.out_size = opt.out_size
+        self.mean, self.std = opt.mean, opt.std
+        self.components = ComponentBoxes(opt, 'SecondOrderFaceDataset', use_file=False)  # generated: the template
 
     @staticmethod
     def _open_pair(clean_root, degraded_root, opt):
-        io_backend, skip = opt.get('io_backend'), opt.get('skip_bad_images', False)
+        io_backend, skip = opt.io_backend, opt.skip_bad_images
         clean = FaceImageSource(clean_root, backend_of(clean_root, io_backend), skip, option='dataroot_clean')
         degraded = FaceImageSource(degraded_root, backend_of(degraded_root, io_backend), skip,
                                    option='dataroot_degraded')
@@ -95,14 +115,15 @@ class GeneratedPairs(data.Dataset):
         clean = self._resized(clean)
         rng = self.sample_rng(index)
         if recipe == 'clean_gfpgan':
-            lq, clean = degrade(clean, rng, self.degradation)
-            lq_path = clean_source.path(inner)
+            lq, clean, params = degrade(clean, rng, self.degradation, return_params=True)
+            lq_path, flipped = clean_source.path(inner), params.hflip
         else:
             d_inner = degraded_index[clean_source.keys[inner]]
             degraded = self._resized(degraded_source.read(d_inner))
             lq_path = degraded_source.path(d_inner)
             if recipe == 'second_order':
                 lq, _, params = degrade(degraded, rng, self.degradation, return_params=True)
+                flipped = params.hflip
                 # the target takes the flip and gray choices apply_degradation gives its own gt
                 if params.hflip:
                     clean = clean[:, ::-1]
@@ -110,10 +131,12 @@ class GeneratedPairs(data.Dataset):
                     clean = image_ops.to_gray(clean)
             else:
                 lq = degraded
-                if self.degradation.use_hflip and rng.random() < 0.5:
+                flipped = bool(self.degradation.use_hflip and rng.random() < 0.5)
+                if flipped:
                     lq, clean = lq[:, ::-1], clean[:, ::-1]
         return {'lq': image_to_tensor(lq, self.mean, self.std), 'gt': image_to_tensor(clean, self.mean, self.std),
-                'lq_path': lq_path, 'gt_path': clean_source.path(inner)}
+                'lq_path': lq_path, 'gt_path': clean_source.path(inner),
+                **self.components.locations(index, clean.shape[1], clean.shape[1], flipped)}
 
     def _resized(self, img):
         return img if self.out_size is None else resize_square(img, self.out_size)
@@ -149,32 +172,26 @@ class SecondOrderFaceDataset(SeededSamples, data.Dataset):
         io_backend: optional; by default each root is an LMDB when it holds ``data.mdb``, else a folder.
         out_size, mean, std, seed, skip_bad_images: as ``DegradedFaceDataset``; and the
             degradation keys of ``FaceDegradation`` (GFP-GAN's names and defaults).
+        crop_components, eye_enlarge_ratio: as ``DegradedFaceDataset`` (``loc_*`` eye and mouth boxes for
+            GFPGANModel); generated faces take the alignment template's boxes, FFHQ faces those of
+            ``component_path`` (GFP-GAN's landmark file for ``dataroot_hq``) when it is set, else the template's.
 
     Sample ``i`` of an epoch comes from source (a) when ``floor((i + 1) r) > floor(i r)``, so
     an epoch holds the ratio exactly (to one sample) whatever the shuffling; the length
     is the smallest that shows every image of both sources once.
     """
 
-    OPTIONS = OWN_OPTIONS + FaceDegradation.option_names()
+    OPTIONS = SecondOrderOptions
 
     def __init__(self, opt):
         super().__init__()
-        check_known_options(type(self), opt)
-        self.mode = opt.get('mode', 'second_order')
-        if self.mode not in MODES:
-            raise ValueError(f'SecondOrderFaceDataset: mode must be one of {MODES}, got {self.mode!r}')
-        self.ratio = float(opt.get('ratio', 0.5))
-        if not 0 <= self.ratio <= 1:
-            raise ValueError(f'SecondOrderFaceDataset: ratio must be in [0, 1], got {self.ratio}')
-        self.init_sample_seeds(opt)
-        degradation = FaceDegradation.from_opt(opt, strict=False)
-        single_opt = {k: opt[k] for k in SHARED_WITH_DEGRADED_FACE if k in opt}
-        single_opt.update({k: opt[k] for k in FaceDegradation.option_names() if k in opt}, seed=self.seed)
-        pairs = GeneratedPairs(opt, degradation, self.sample_rng)
+        options = SecondOrderOptions.decode(opt, dataset_where(opt))
+        self.mode, self.ratio = options.mode, options.ratio
+        self.init_sample_seeds(options.seed, opt.get('phase', 'train'))
+        degradation = options.degradation
+        pairs = GeneratedPairs(options, degradation, self.sample_rng)
         if self.mode == 'second_order':
-            if opt.get('dataroot_hq') is None and self.ratio < 1:
-                raise ValueError('SecondOrderFaceDataset: dataroot_hq (FFHQ faces) is not set')
-            hq = _degraded_faces(single_opt, opt) if self.ratio < 1 else None
+            hq = _degraded_faces(options, self.seed, opt.get('phase', 'train')) if self.ratio < 1 else None
             self.sources = (PairRecipe(pairs, 'second_order'), hq)
             self.names = ('generated', 'ffhq')
         else:
@@ -202,10 +219,12 @@ class SecondOrderFaceDataset(SeededSamples, data.Dataset):
         return sample
 
 
-def _degraded_faces(single_opt, opt):
-    """FFHQ + GFP-GAN degradation: ``DegradedFaceDataset`` itself."""
-    root = opt.get('dataroot_hq')
-    return DegradedFaceDataset(dict(single_opt, dataroot_gt=root, io_backend=backend_of(root, opt.get('io_backend'))))
+def _degraded_faces(options, seed, phase):
+    """FFHQ + GFP-GAN degradation: ``DegradedFaceDataset`` itself, with this block's shared options."""
+    shared = {k: v for k, v in options.to_dict().items() if k in FaceSetOptions.keys()}
+    root = options.dataroot_hq
+    return DegradedFaceDataset(dict(shared, dataroot_gt=root, io_backend=backend_of(root, options.io_backend),
+                                    seed=seed, phase=phase))
 
 
 def _mixed_length(sizes, ratio):

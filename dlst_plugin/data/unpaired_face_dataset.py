@@ -4,18 +4,35 @@ docs/design.md#degradation-learning).
 The degrader is trained unpaired: the data loader brings only real LQ faces (collected from
 WIDER Face, ``dlst-collect-lq-faces``), resized to the generator's size; the model samples z.
 """
+import dataclasses
 import random
+from typing import Optional, Tuple
 
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from dlst_plugin.data.degraded_face_dataset import LOADER_OPTIONS, check_known_options, image_to_tensor, resize_square
+from dlst_plugin.data.degraded_face_dataset import image_to_tensor, resize_square
 from dlst_plugin.data.face_image_source import FaceImageSource
+from dlst_plugin.options.blocks import DATASET_PASSED_THROUGH, RGB_HALF
+from dlst_plugin.options.schema import Block, Range, option
 
-GENERATOR_RANGE_MEAN_STD = [0.5, 0.5, 0.5]  # (x - 0.5) / 0.5: [0, 1] -> [-1, 1], the generator's range
-OPTIONS = ('name', 'type', 'phase', 'scale', 'dataroot_lq', 'io_backend', 'out_size', 'use_hflip', 'mean', 'std',
-           'skip_bad_images') + LOADER_OPTIONS
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UnpairedFaceOptions(Block):
+    """``UnpairedFaceDataset``: real LQ faces (degradation learning), resized to the generator's size."""
+    PASSED_THROUGH = DATASET_PASSED_THROUGH
+    dataroot_lq: str = option(doc='the real LQ faces: a folder (scanned recursively) or a BasicSR LMDB')
+    io_backend: Optional[dict] = option(None, doc='{type: disk} or {type: lmdb}; ~: from the data root')
+    out_size: int = option(doc='the generator\'s size; every face is resized to it', rule=Range(1))
+    use_hflip: bool = option(True, doc='random horizontal flip')
+    mean: Tuple[float, float, float] = option(RGB_HALF, doc='RGB normalisation (0.5: [-1, 1], the generator\'s range)')
+    std: Tuple[float, float, float] = option(RGB_HALF, doc='RGB normalisation (non-zero)')
+    skip_bad_images: bool = option(False, doc='log and skip unreadable files instead of stopping')
+
+    def __post_init__(self):
+        if 0 in self.std:
+            raise ValueError(f'std must not contain 0, got {list(self.std)}')
 
 
 @DATASET_REGISTRY.register()
@@ -32,23 +49,17 @@ class UnpairedFaceDataset(data.Dataset):
         skip_bad_images (bool): log and skip unreadable files instead of stopping (default false).
     """
 
-    OPTIONS = OPTIONS
+    OPTIONS = UnpairedFaceOptions
 
     def __init__(self, opt):
         super().__init__()
-        check_known_options(type(self), opt)
-        out_size = opt.get('out_size')
-        if not isinstance(out_size, int) or isinstance(out_size, bool) or out_size < 1:
-            raise ValueError(f'UnpairedFaceDataset: out_size must be the generator size (a positive integer), '
-                             f'got {out_size!r}')
-        self.out_size = out_size
-        self.use_hflip = bool(opt.get('use_hflip', True))
-        self.mean = _rgb_triplet(opt, 'mean')
-        self.std = _rgb_triplet(opt, 'std')
-        self.source = FaceImageSource(opt.get('dataroot_lq'), opt.get('io_backend'),
-                                      skip_bad_images=opt.get('skip_bad_images', False), option='dataroot_lq')
+        options = UnpairedFaceOptions.decode(opt, f'datasets.{opt.get("phase", "train")}')
+        self.out_size, self.use_hflip = options.out_size, options.use_hflip
+        self.mean, self.std = list(options.mean), list(options.std)
+        self.source = FaceImageSource(options.dataroot_lq, options.io_backend, skip_bad_images=options.skip_bad_images,
+                                      option='dataroot_lq')
         get_root_logger().info(f'UnpairedFaceDataset: {len(self.source)} real LQ faces from {self.source.root} '
-                               f'({self.source.backend}), resized to {out_size} px')
+                               f'({self.source.backend}), resized to {self.out_size} px')
 
     def __len__(self):
         return len(self.source)
@@ -60,10 +71,3 @@ class UnpairedFaceDataset(data.Dataset):
             img = img[:, ::-1]
         return {'lq': image_to_tensor(img, self.mean, self.std), 'lq_path': self.source.path(index)}
 
-
-def _rgb_triplet(opt, key):
-    value = opt.get(key, GENERATOR_RANGE_MEAN_STD)
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or (key == 'std' and 0 in value):
-        raise ValueError(f'UnpairedFaceDataset: {key} must be 3 numbers (RGB{", non-zero" if key == "std" else ""}), '
-                         f'got {value!r}')
-    return [float(v) for v in value]

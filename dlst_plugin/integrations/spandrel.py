@@ -11,10 +11,14 @@ architectures to ``spandrel.MAIN_REGISTRY``, and is idempotent::
     restored = model(face)   # (1, 3, H, W) RGB in [0, 1] -> same, the face restored
 
 Detection looks at key names only the plugin's networks have (``encoder.to_w`` + ``decoder.*`` for the
-Skip-Transformer, ``encoder.to_latent`` + ``bank.*`` for GLEAN), so GFP-GAN, RestoreFormer, CodeFormer and
-the other architectures spandrel knows are never taken for ours, nor ours for them. spandrel hands an
-architecture only the weights (it unwraps ``params_ema`` / ``params`` and drops the rest, ``meta``
-included), so the network's options come from the tensor shapes (:mod:`dlst_plugin.checkpoint_meta`).
+Skip-Transformer, GLEAN's RRDB trunk + ``fusion_*`` + ``bank.*``, or + ``generator.*`` in MMagic's GLEAN
+layout), so GFP-GAN, RestoreFormer, CodeFormer and the other architectures spandrel knows are never taken
+for ours, nor ours for them. GLEAN checkpoints saved by MMagic (``GLEANStyleGANv2`` in its ``SRGAN``
+editor, under ``generator.`` / ``generator_ema.``) are converted to the plugin's layout on loading. spandrel
+hands an architecture only the weights (it unwraps ``params_ema`` / ``params`` / ``state_dict`` and drops the
+rest, ``meta`` included), so the network's options come from the tensor shapes and the Skip-Transformer's
+``attention_patch_sizes`` buffer (:mod:`dlst_plugin.checkpoint_meta`); the built network's
+``hyperparameters`` hold them, as spandrel's own architectures do.
 
 The descriptor's ``call_fn`` keeps spandrel's contract (RGB in [0, 1] in and out) and converts to the
 [-1, 1] range the networks use and back. Inputs of another size than the network's face size are
@@ -35,6 +39,13 @@ except ImportError as err:
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2  # noqa: E402
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer  # noqa: E402
 from dlst_plugin.checkpoint_meta import SIGNATURES, check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
+from dlst_plugin.glean_checkpoints import (  # noqa: E402
+    EDITOR_PREFIXES,
+    MMAGIC_SIGNATURE,
+    editor_network,
+    find_mmagic_glean,
+    glean_from_mmagic,
+)
 
 __all__ = ['ARCHITECTURES', 'GLEANStyleGAN2Arch', 'SkipTransformerArch', 'install']
 
@@ -87,23 +98,39 @@ class SkipTransformerArch(Architecture[SkipTransformer]):
 
     def __init__(self):
         super().__init__(id='SkipTransformer', name='Skip-Transformer (DL-ST)',
-                         detect=KeyCondition.has_all(*SIGNATURES['SkipTransformer']))
+                         detect=KeyCondition.has_any(*in_editor('SkipTransformer')))
 
     def load(self, state_dict):
+        state_dict = editor_network(state_dict, SIGNATURES['SkipTransformer'])
         options = infer_skip_transformer(state_dict, 'SkipTransformer weights', 'spandrel passes weights only')
         check_shapes({'type': 'SkipTransformer', **options}, state_dict, 'SkipTransformer weights')
         model = SkipTransformer(**options)
         return describe(self, model, state_dict, options['out_size'], options['out_size'])
 
 
+def in_editor(arch):
+    """The arch's own keys, bare or under an MMagic editor's generator prefix (trained in MMagic's SRGAN)."""
+    return [KeyCondition.has_all(*(prefix + key for key in SIGNATURES[arch])) for prefix in EDITOR_PREFIXES]
+
+
+def glean_detection():
+    """The plugin's GLEAN layout, or MMagic's (bare, or inside its editor under any of its prefixes)."""
+    mmagic = [KeyCondition.has_all(*(prefix + key for key in MMAGIC_SIGNATURE)) for prefix in EDITOR_PREFIXES]
+    return KeyCondition.has_any(*in_editor('GLEANStyleGAN2'), *mmagic)
+
+
 class GLEANStyleGAN2Arch(Architecture[GLEANStyleGAN2]):
-    """GLEAN with a StyleGAN2 latent bank (``GLEANStyleGAN2``): restoration, or face SR when in < out size."""
+    """GLEAN with a StyleGAN2 latent bank (``GLEANStyleGAN2``, also MMagic's ``GLEANStyleGANv2`` weights):
+    restoration, or face SR when in < out size."""
 
     def __init__(self):
-        super().__init__(id='GLEANStyleGAN2', name='GLEAN (StyleGAN2 bank, dlst-plugin)',
-                         detect=KeyCondition.has_all(*SIGNATURES['GLEANStyleGAN2']))
+        super().__init__(id='GLEANStyleGAN2', name='GLEAN (StyleGAN2 bank, dlst-plugin)', detect=glean_detection())
 
     def load(self, state_dict):
+        found = find_mmagic_glean(state_dict)
+        if found is not None:
+            state_dict = glean_from_mmagic(found[1])
+        state_dict = editor_network(state_dict, SIGNATURES['GLEANStyleGAN2'])
         options = infer_glean(state_dict, 'GLEANStyleGAN2 weights')
         check_shapes({'type': 'GLEANStyleGAN2', **options}, state_dict, 'GLEANStyleGAN2 weights')
         model = GLEANStyleGAN2(**options)

@@ -2,13 +2,33 @@
 
 The paper reports only FID and NIQE (its real test faces have no ground truth); with synthetic
 pairs PSNR/SSIM are the usual sanity check. Computed on RGB like GFP-GAN's validation
-(``test_y_channel: false``) unless ``channel='y'``; no border crop.
+(``test_y_channel: false``) unless ``channel='y'``; no border crop. An image equal to its ground truth has
+an infinite PSNR, kept as such (:func:`paired_value`), so the mean is infinite as in BasicSR.
 """
 import importlib.util
+import math
 
 from dlst_plugin.errors import ConfigError, MissingPackageError
 
 PAIRED_CHANNELS = ('rgb', 'y')
+
+
+def paired_value(key, value):
+    """A PSNR/SSIM value as reported: the PSNR of an image equal to its ground truth stays ``inf`` (what BasicSR's
+    ``calculate_psnr`` returns; pyiqa's ``psnr`` gives about 80 dB there, from its eps); any other value that is
+    not finite is None (left out of the mean, with a warning)."""
+    if key == 'psnr' and value == math.inf:
+        return math.inf
+    return value if value is not None and math.isfinite(value) else None
+
+
+def psnr_extras(per_image):
+    """What a PSNR entry of metrics.json adds beside its mean (inf as soon as one image is infinite, as BasicSR
+    averages): ``identical_images``, how many images equal their ground truth, and ``finite_mean``, the mean
+    PSNR of the others (None when there are none): the figure to compare with a tool that caps PSNR."""
+    finite = [v for v in per_image.values() if v is not None and v != math.inf]
+    return {'identical_images': sum(v == math.inf for v in per_image.values()),
+            'finite_mean': sum(finite) / len(finite) if finite else None}
 
 
 class PSNRSSIM:

@@ -1,11 +1,14 @@
 """Evaluation results as a Table-2-like text table, a JSON record and a self-contained HTML page.
 
 Every metric value is stored with the backend, image format and resize rule that produced it
-(``metric_entry``), so a number in the report can be reproduced on its own.
+(``metric_entry``), so a number in the report can be reproduced on its own. metrics.json is strict JSON:
+an infinite value (the PSNR of an image equal to its ground truth, and then its method's mean) is written as
+the string ``"inf"``, a NaN as null; the table and the HTML page show ``inf``.
 """
 import base64
 import html
 import json
+import math
 
 import cv2
 
@@ -55,8 +58,35 @@ def format_table(methods):
     return '\n'.join(lines)
 
 
+def identical_notes(methods):
+    """A line per method whose mean PSNR is infinite: how many images equal their ground truth, and the mean
+    of the others."""
+    lines = []
+    for method in methods:
+        entry = method['metrics'].get('psnr')
+        if entry and entry.get('identical_images'):
+            rest, finite_mean = entry['num_images'] - entry['identical_images'], entry['finite_mean']
+            finite = '' if finite_mean is None else f'; mean of the other {rest}: {finite_mean:.2f} dB'
+            lines.append(f'note: {method["name"]}: {entry["identical_images"]} of {entry["num_images"]} image(s) equal '
+                         f'their ground truth (PSNR inf), so the mean PSNR is inf, as BasicSR averages it{finite}')
+    return lines
+
+
+def json_safe(value):
+    """``value`` with every float JSON cannot hold replaced: +-inf by the strings ``"inf"`` / ``"-inf"``
+    (``float()`` reads them back), NaN by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ('inf' if value > 0 else '-inf')
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path, payload):
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + '\n')
+    """metrics.json as strict JSON (no ``Infinity`` / ``NaN`` tokens, which JSON lacks): see :func:`json_safe`."""
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + '\n')
 
 
 def thumbnail_data_uri(img_bgr, height=THUMBNAIL_HEIGHT, quality=85):

@@ -36,24 +36,36 @@ from basicsr.utils import get_root_logger
 
 from dlst_plugin.models import core_parts, network_setup
 from dlst_plugin.models.core_parts import GAN_TERM, LOSS_TERMS, TrainingOptionError
-from dlst_plugin.models.step_control import StepControl
+from dlst_plugin.models.step_control import StepControl, TrainingDivergedError
+from dlst_plugin.options.blocks import TrainOptions
 
 
 class AdversarialModel(BaseModel):
     """Base of the plugin's GAN models (see the module docstring for what a subclass provides)."""
 
-    TRAIN_OPTIONS = core_parts.CORE_TRAIN_OPTIONS  # what this model reads under ``train:`` (key: type)
-    DEFAULT_EMA_DECAY = 0.999
+    TRAIN_OPTIONS = TrainOptions  # the typed ``train:`` block this model reads (dlst_plugin.options.blocks)
     REQUIRE_GAN = False  # True: a model whose whole point is the adversarial term
     NETWORK_G_PARAM_KEY = 'params'
+    PRETRAINED_NETWORK_KEYS = ()  # network_g keys naming weight files that must exist
+    DEFAULT_VGG = 'vgg16'  # the perceptual loss's network when the option does not say
+
+    @classmethod
+    def option_problems(cls, opt):
+        """Problems of the files ``opt`` names (weights that must exist), found by the option check of a launch
+        before anything is created or renamed (and again here, for models built in Python)."""
+        from dlst_plugin.models.pretrained_files import missing_pretrained_files
+        return missing_pretrained_files(dict(opt, is_train=True), cls.PRETRAINED_NETWORK_KEYS, cls.DEFAULT_VGG)
 
     def __init__(self, opt):
+        from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
+        stop_if_pretrained_files_missing(opt, network_keys=self.PRETRAINED_NETWORK_KEYS, default_vgg=self.DEFAULT_VGG)
         super().__init__(opt)
         self.net_d = None
+        self.train_options = self.decode_train_options() if self.is_train else None
         net_g = self.build_generator().to(self.device)
         if self.is_train:
             self.prepare_generator_for_training(net_g)
-            net_g = network_setup.place(net_g, self.opt['train'], 'network_g', self.generator_input_size(net_g),
+            net_g = network_setup.place(net_g, self.train_options, 'network_g', self.generator_input_size(net_g),
                                         self.example_forward('g') if self.opt['dist'] else None)
         self.net_g = self.model_to_device(net_g)
         self.print_network(self.net_g)
@@ -99,9 +111,17 @@ class AdversarialModel(BaseModel):
         return dict(self.opt['network_d'])
 
     # --- set-up ---------------------------------------------------------------------------------
+    def decode_train_options(self):
+        """``train:`` as this model's typed block (defaults filled in); the deprecated loss names renamed first.
+        Raises OptionsError (exit code 2) listing every problem: the option check found them already when
+        the run came through a launcher."""
+        train_opt = core_parts.normalise_loss_options(self.opt['train'], self.logger.warning)
+        allowed = [k for k in self.opt.get('allow_unknown') or () if isinstance(k, str)]
+        return self.TRAIN_OPTIONS.decode(train_opt, 'train', allowed=allowed)
+
     def to_memory_format(self, x):
         """An input batch in the training's memory format (channels-last with ``train.channels_last``)."""
-        channels_last = self.is_train and (self.opt.get('train') or {}).get('channels_last')
+        channels_last = self.is_train and self.train_options.channels_last
         return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def get_bare_model(self, net):
@@ -128,13 +148,13 @@ class AdversarialModel(BaseModel):
                               path_opt.get('param_key_g', self.NETWORK_G_PARAM_KEY))
 
     def init_training_settings(self):
-        train_opt = core_parts.normalise_loss_options(self.opt['train'], self.logger.warning)
+        train = self.train_options
         self.net_g.train()
-        self.ema_decay = float(core_parts.option(train_opt, 'ema_decay', self.DEFAULT_EMA_DECAY))
+        self.ema_decay = train.ema_decay
         self.setup_ema()
-        self.losses = {suffix: build_loss(train_opt[key]).to(self.device)
-                       for key, suffix in LOSS_TERMS.items() if train_opt.get(key)}
-        self.cri_gan = build_loss(train_opt[GAN_TERM]).to(self.device) if train_opt.get(GAN_TERM) else None
+        self.losses = {suffix: build_loss(getattr(train, key)).to(self.device)
+                       for key, suffix in LOSS_TERMS.items() if getattr(train, key)}
+        self.cri_gan = build_loss(train.gan_opt).to(self.device) if train.gan_opt else None
         if self.cri_gan is None and self.REQUIRE_GAN:
             raise TrainingOptionError(f'train.{GAN_TERM} is required by {type(self).__name__}: the adversarial '
                                       'term is what it learns from')
@@ -143,15 +163,16 @@ class AdversarialModel(BaseModel):
         if self.cri_gan is not None:
             self.setup_discriminator()
         self.setup_optimizers()
-        if train_opt.get('scheduler'):
+        if train.scheduler:
             self.setup_schedulers()
-        self.step_control = StepControl(train_opt, self.device)
+        self.step_control = StepControl(train, self.device)
         self.g_params = [p for group in self.optimizer_g.param_groups for p in group['params']]
         self.d_params = [p for group in self.optimizer_d.param_groups for p in group['params']] \
             if self.net_d is not None else []
-        self.log_effective_batch(train_opt)
+        self.saved_iters = []  # iterations whose checkpoints this run wrote (named when the run diverges)
+        self.log_effective_batch()
 
-    def log_effective_batch(self, train_opt):
+    def log_effective_batch(self):
         batch = ((self.opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
         control = self.step_control
         if batch:
@@ -180,36 +201,47 @@ class AdversarialModel(BaseModel):
         if load_path:
             self.load_discriminator(net_d, load_path)
         # the G step calls D without its DDP wrapper (no gradient for D there), compiled when asked
-        self.d_for_g = network_setup.place(net_d, self.opt['train'], 'network_d', getattr(net_d, 'out_size', None),
+        self.d_for_g = network_setup.place(net_d, self.train_options, 'network_d', getattr(net_d, 'out_size', None),
                                            self.example_forward('d') if self.opt['dist'] else None)
         self.net_d = self.model_to_device(self.d_for_g)
         self.print_network(self.net_d)
         self.net_d.train()
 
     def load_discriminator(self, net_d, path):
-        """A StyleGAN2 discriminator checkpoint of any layout the plugin reads, or a saved ``net_d``."""
+        """A StyleGAN2 discriminator checkpoint of any layout the plugin reads, or a saved ``net_d``;
+        ``path.channel_order_d: bgr`` reads a discriminator trained on BGR images (its from-RGB input swapped)."""
         from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
         strict = self.opt['path'].get('strict_load_d', True)
         if isinstance(net_d, PureStyleGAN2Discriminator):
             from dlst_plugin.checkpoints import load_into
-            layout = load_into(net_d, path, kind='discriminator', strict=strict)
+            layout = load_into(net_d, path, kind='discriminator', strict=strict,
+                               channel_order=self.opt['path'].get('channel_order_d'), option='path.channel_order_d')
             self.logger.info(f'Loaded the discriminator from {path} ({layout} layout).')
         else:
             self.load_network(net_d, path, strict, self.opt['path'].get('param_key_d', 'params'))
 
     def setup_optimizers(self):
-        train_opt = self.opt['train']
+        train = self.train_options
         bare = self.bare_g
         optim_type, groups, kwargs = core_parts.parse_optimizer(
-            train_opt.get('optim_g'), core_parts.parameter_groups(bare), getattr(bare, 'LR_FACTORS', None),
-            'train.optim_g')
+            train.optim_g, core_parts.parameter_groups(bare), getattr(bare, 'LR_FACTORS', None), 'train.optim_g')
         self.optimizer_g = self.get_optimizer(optim_type, groups, groups[0]['lr'], **kwargs)
         self.optimizers.append(self.optimizer_g)
         if self.net_d is not None:
             optim_type, groups, kwargs = core_parts.parse_optimizer(
-                train_opt.get('optim_d'), {'all': core_parts.trainable(self.bare_d)}, None, 'train.optim_d')
+                train.optim_d, {'all': core_parts.trainable(self.bare_d)}, None, 'train.optim_d')
+            ratio = self.discriminator_step_ratio()
+            if ratio != 1:
+                kwargs = core_parts.lazy_regularisation_correction(groups, kwargs, ratio, optim_type)
+                self.logger.info(f'Lazy regularisation: D\'s learning rate and betas corrected by {ratio:.4f} '
+                                 f'(StyleGAN2): lr {groups[0]["lr"]:.4g}, betas {kwargs.get("betas")}.')
             self.optimizer_d = self.get_optimizer(optim_type, groups, groups[0]['lr'], **kwargs)
             self.optimizers.append(self.optimizer_d)
+
+    def discriminator_step_ratio(self):
+        """k / (k + 1) when D's extra terms run lazily every k iterations (StyleGAN2 then scales D's Adam
+        learning rate and betas by it), else 1."""
+        return 1
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         optimizers = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
@@ -233,11 +265,23 @@ class AdversarialModel(BaseModel):
         if self.net_d is not None:
             self.discriminator_step(fake.detach(), current_iter, log, last)
         if last:
-            control.end_window()
+            self.end_window(current_iter)
         if stepped and self.ema_decay > 0:
             self.ema.update(self.ema_decay)
         log['nonfinite_steps'] = torch.tensor(float(sum(control.skipped.values())), device=self.device)
         self._step_log, self._read_log = log, None
+
+    def end_window(self, current_iter):
+        """Close the accumulation window; when the non-finite guard stops the run, name the last checkpoint
+        written before its first skipped step (checkpoints are never written during a run of skipped steps)."""
+        try:
+            self.step_control.end_window(current_iter)
+        except TrainingDivergedError as err:
+            good = [it for it in self.saved_iters if err.first_bad_iter is None or it < err.first_bad_iter]
+            where = self.opt['path'].get('models', 'models')
+            last = (f'The last checkpoint saved before it is iteration {good[-1]} ({where}/net_g_{good[-1]}.pth): '
+                    '--auto_resume continues from it.' if good else 'No checkpoint was saved before it.')
+            raise TrainingDivergedError(f'{err} {last}', err.first_bad_iter) from None
 
     @property
     def log_dict(self):
@@ -307,7 +351,20 @@ class AdversarialModel(BaseModel):
 
     def save(self, epoch, current_iter):
         """``net_g_<iter>.pth`` (``params`` and, with EMA, ``params_ema``), ``net_d_<iter>.pth`` and the
-        training state (optimizers, schedulers); BasicSR's resume reloads all of them."""
+        training state (optimizers, schedulers); BasicSR's resume reloads all of them. A periodic save that
+        falls in a run of skipped (non-finite) steps is not written: the latest checkpoint stays the last
+        healthy one, which ``--auto_resume`` then takes."""
+        control = getattr(self, 'step_control', None)
+        if current_iter != -1 and control is not None and control.in_bad_run:
+            self.logger.warning(f'Checkpoint of iteration {current_iter} not written: the last {control.in_a_row} '
+                                f'steps were skipped (non-finite losses or gradients since iteration '
+                                f'{control.first_bad_iter}).')
+            return
+        self.write_checkpoints(epoch, current_iter)
+        if current_iter != -1 and hasattr(self, 'saved_iters'):
+            self.saved_iters.append(current_iter)
+
+    def write_checkpoints(self, epoch, current_iter):
         if getattr(self, 'net_g_ema', None) is not None:
             self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
         else:

@@ -17,25 +17,8 @@ GAN_TERM = 'gan_opt'
 LOSS_ALIASES = {'vgg_opt': 'perceptual_opt'}
 
 
-# every key the core reads under ``train:`` and its type (float also takes an int; None = unset):
-# the option checker reads this (and a model's additions in its ``TRAIN_OPTIONS``)
-CORE_TRAIN_OPTIONS = {
-    'total_iter': int, 'warmup_iter': int, 'optim_g': dict, 'optim_d': dict, 'scheduler': dict,
-    'pixel_opt': dict, 'perceptual_opt': dict, 'vgg_opt': dict, 'gan_opt': dict, 'ema_decay': float,
-    'use_amp': bool, 'amp_dtype': str, 'channels_last': bool, 'compile': bool, 'compile_mode': str,
-    'compile_backend': str, 'accum_iter': int,
-    'grad_clip': float, 'max_nonfinite_steps': int, 'stream_pairs': dict,
-}
-
-
 class TrainingOptionError(ConfigError):
     """An option of the ``train`` block that the core cannot use; the message names it."""
-
-
-def option(opt, key, default):
-    """``opt[key]``, with a missing key and an explicit null (``~``) both meaning the default."""
-    value = (opt or {}).get(key)
-    return default if value is None else value
 
 
 def normalise_loss_options(train_opt, log_warning):
@@ -85,6 +68,19 @@ def parse_optimizer(optim_opt, groups, lr_factors=None, where='train.optim_g'):
     if not param_groups:
         raise TrainingOptionError(f'{where}: the network has no trainable parameters')
     return optim_type, param_groups, opt
+
+
+def lazy_regularisation_correction(groups, kwargs, ratio, optim_type):
+    """StyleGAN2's correction for a regulariser that runs every k iterations with weight x k: the learning
+    rate of every group x ratio and Adam's betas raised to the power ratio (ratio = k / (k + 1)); returns
+    the keyword arguments (betas as given, else torch's defaults, corrected)."""
+    kwargs = dict(kwargs)
+    for group in groups:
+        group['lr'] *= ratio
+    if optim_type in ('Adam', 'AdamW'):
+        betas = kwargs.get('betas', (0.9, 0.999))
+        kwargs['betas'] = tuple(float(b) ** ratio for b in betas)
+    return kwargs
 
 
 def trainable(module):

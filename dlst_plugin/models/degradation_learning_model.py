@@ -16,9 +16,8 @@ from basicsr.utils import get_root_logger, imwrite
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from dlst_plugin.models.adversarial_core import AdversarialModel
-from dlst_plugin.models.core_parts import option
 from dlst_plugin.models.degradation_learning_utils import image_statistics, mean_statistics, pair_grid
-from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
+from dlst_plugin.options.blocks import DegraderTrain, DegraderVal
 
 VAL_CODES_SEED = 2023  # the validation grid shows the same z at every validation (and after resume)
 
@@ -42,16 +41,19 @@ class DegradationLearningModel(AdversarialModel):
     """
 
     REQUIRE_GAN = True
-    TRAIN_OPTIONS = {**AdversarialModel.TRAIN_OPTIONS, 'r1_reg_weight': float, 'net_d_reg_every': int}
-    VAL_OPTIONS = {'num_samples': int, 'pairs_per_row': int}  # the validation grid (besides BasicSR's keys)
+    TRAIN_OPTIONS = DegraderTrain
+    VAL_OPTIONS = DegraderVal  # the validation grid (besides BasicSR's val keys)
+
+    PRETRAINED_NETWORK_KEYS = ('pretrained', )
+    DEFAULT_VGG = 'vgg19'
 
     def __init__(self, opt):
-        stop_if_pretrained_files_missing(opt, network_keys=('pretrained', ), default_vgg='vgg19')
         super().__init__(opt)
-        val_opt = opt.get('val') or {}
-        self.pairs_per_row = val_opt.get('pairs_per_row', 4)
+        own = {k: v for k, v in (opt.get('val') or {}).items() if k in DegraderVal.keys()}
+        val = DegraderVal.decode(own, 'val')
+        self.pairs_per_row = val.pairs_per_row
         generator = torch.Generator().manual_seed(VAL_CODES_SEED)
-        self.val_codes = self.bare_g.draw_codes(val_opt.get('num_samples', 8), generator=generator).to(self.device)
+        self.val_codes = self.bare_g.draw_codes(val.num_samples, generator=generator).to(self.device)
 
     def discriminator_options(self):
         """``network_d`` with FreezeD's default depth: every block above 32x32."""
@@ -86,9 +88,14 @@ class DegradationLearningModel(AdversarialModel):
         return self.real_lq
 
     def r1_settings(self):
-        """(weight, every): ``train.r1_reg_weight`` (default 10) and ``train.net_d_reg_every`` (default 16)."""
-        train_opt = self.opt['train']
-        return option(train_opt, 'r1_reg_weight', 10), option(train_opt, 'net_d_reg_every', 16)
+        """(weight, every): ``train.r1_reg_weight`` and ``train.net_d_reg_every`` (defaults in DegraderTrain)."""
+        return self.train_options.r1_reg_weight, self.train_options.net_d_reg_every
+
+    def discriminator_step_ratio(self):
+        """Lazy R1 every k iterations: D's Adam learning rate and betas x k / (k + 1), as StyleGAN2 (and
+        BasicSR's StyleGAN2Model, GFP-GAN) do (docs/design.md#degradation-learning)."""
+        weight, every = self.r1_settings()
+        return every / (every + 1) if weight > 0 else 1
 
     def discriminator_extra_due(self, current_iter):
         weight, every = self.r1_settings()

@@ -24,7 +24,7 @@ from dlst_plugin.archs.external import build_restorer
 from dlst_plugin.archs.face_input import first_output
 from dlst_plugin.models.adversarial_core import AdversarialModel
 from dlst_plugin.models.core_parts import unreached_parameter_names
-from dlst_plugin.models.pretrained_files import stop_if_pretrained_files_missing
+from dlst_plugin.options.blocks import RestorerTrain
 
 PRETRAINED_NETWORK_KEYS = ('decoder_load_path', 'bank_load_path')
 
@@ -37,11 +37,22 @@ class FaceRestorationModel(AdversarialModel):
     and ``<group>_lr`` for the arch's parameter groups), ``optim_d``, ``ema_decay`` (0 = no EMA),
     ``scheduler``."""
 
-    DEFAULT_EMA_DECAY = 0
+    TRAIN_OPTIONS = RestorerTrain
 
-    def __init__(self, opt):
-        stop_if_pretrained_files_missing(opt, network_keys=PRETRAINED_NETWORK_KEYS, default_vgg='vgg16')
-        super().__init__(opt)
+    PRETRAINED_NETWORK_KEYS = PRETRAINED_NETWORK_KEYS
+    DEFAULT_VGG = 'vgg16'
+
+    @classmethod
+    def option_problems(cls, opt):
+        """The core's file checks, and the ``train.stream_pairs`` degrader: a degrader checkpoint of the
+        restorer's face size."""
+        problems = super().option_problems(opt)
+        stream = (opt.get('train') or {}).get('stream_pairs')
+        if isinstance(stream, dict) and stream.get('degrader'):
+            from dlst_plugin.models.pair_stream import degrader_size_problem
+            size = (opt.get('network_g') or {}).get('out_size')
+            problems += degrader_size_problem(stream['degrader'], stream.get('network'), size)
+        return problems
 
     # --- the network ----------------------------------------------------------------------------
     def build_generator(self):
@@ -78,21 +89,29 @@ class FaceRestorationModel(AdversarialModel):
     def init_training_settings(self):
         super().init_training_settings()
         self.stream = None
-        stream_opt = self.opt['train'].get('stream_pairs')
-        if stream_opt:
+        if self.train_options.stream_pairs is not None:
             from dlst_plugin.models.pair_stream import PairStream
-            self.stream = PairStream(stream_opt, self.device, self.opt.get('rank', 0), self.opt.get('manual_seed') or 0)
+            self.stream = PairStream(self.train_options.stream_pairs, self.device, self.opt.get('rank', 0),
+                                     self.opt.get('manual_seed') or 0)
+            self.stream.check_size(self.input_size(), self.gt_size())
             batch = ((self.opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
             if batch:
-                self.logger.info(f'Streamed pairs: each batch = {batch} from the data loader + '
-                                 f'{self.stream.count(batch)} drawn by the degrader ({self.stream.mode}, pool '
-                                 f'{self.stream.queue_size or "off"}).')
+                how = ('instead of' if self.stream.replaces_batch else '+')
+                self.logger.info(f'Streamed pairs: each batch = {self.stream.count(batch)} drawn by the degrader '
+                                 f'({self.stream.mode}, pool {self.stream.queue_size or "off"}) {how} the {batch} '
+                                 'of the data loader.')
+
+    def gt_size(self):
+        """The side of the restored faces (the targets): the arch's ``out_size``."""
+        return int(getattr(self.bare_g, 'out_size', 0) or self.opt['network_g'].get('out_size') or 0)
 
     def optimize_parameters(self, current_iter):
-        if getattr(self, 'stream', None) is not None:  # append this iteration's streamed pairs to the batch
+        if getattr(self, 'stream', None) is not None:
             lq, gt = self.stream.pairs(self.stream.count(self.lq.shape[0]), current_iter)
-            self.lq = self.to_memory_format(torch.cat([self.lq, self.resize_input(lq)]))
-            self.gt = self.to_memory_format(torch.cat([self.gt, gt]))
+            lq = self.resize_input(lq)
+            if not self.stream.replaces_batch:  # second_order: appended to the loader's (FFHQ) batch
+                lq, gt = torch.cat([self.lq, lq]), torch.cat([self.gt, gt])
+            self.lq, self.gt = self.to_memory_format(lq), self.to_memory_format(gt)
         super().optimize_parameters(current_iter)
 
     # --- data -----------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ import torch
 from dlst_plugin.errors import ConfigError
 
 
-def memory_format(net, train_opt):
+def memory_format(net, step):
     """The memory format ``net`` trains in: channels-last when asked for, or when the arch runs in it on
-    its device (the archs train contiguous on a CPU: ``archs.stylegan2_ops.activation_format``)."""
-    if (train_opt or {}).get('channels_last'):
+    its device (the archs train contiguous on a CPU: ``archs.stylegan2_ops.activation_format``).
+    ``step``: the run's :class:`dlst_plugin.options.blocks.StepOptions`."""
+    if step.channels_last:
         return torch.channels_last
     param = next(net.parameters(), None)
     if param is None or param.device.type == 'cpu':
@@ -43,9 +44,9 @@ def check_channels_last(net, size, name):
         net.train(was_training)
 
 
-def compile_network(net, train_opt, name):
+def compile_network(net, step, name):
     """``torch.compile`` of ``net`` as ``train.compile*`` ask, with a clear error where it cannot work."""
-    if not (train_opt or {}).get('compile'):
+    if not step.compile:
         return net
     if not hasattr(torch, 'compile'):
         raise ConfigError(f'train.compile: this PyTorch ({torch.__version__}) has no torch.compile')
@@ -56,7 +57,7 @@ def compile_network(net, train_opt, name):
                               'set train.compile: false')
     except ImportError as err:
         raise ConfigError(f'train.compile: torch.compile is unavailable ({err}); set train.compile: false') from None
-    return torch.compile(net, mode=train_opt.get('compile_mode'), backend=train_opt.get('compile_backend', 'inductor'))
+    return torch.compile(net, mode=step.compile_mode, backend=step.compile_backend)
 
 
 def unwrap(net):
@@ -67,16 +68,17 @@ def unwrap(net):
     return getattr(net, '_orig_mod', net)
 
 
-def place(net, train_opt, name, size=None, example=None):
+def place(net, step, name, size=None, example=None):
     """Memory format (and the channels-last check), gradient layout under DDP, and compilation of one
-    network, before DDP wraps it. ``example(net)``: a forward on a tiny batch (for the layout probe)."""
-    fmt = memory_format(net, train_opt)
-    if (train_opt or {}).get('channels_last') and size:
+    network, before DDP wraps it. ``step``: the run's StepOptions; ``example(net)``: a forward on a tiny
+    batch (for the layout probe)."""
+    fmt = memory_format(net, step)
+    if step.channels_last and size:
         check_channels_last(net, size, name)
     to_memory_format(net, fmt)
     if example is not None:
         align_parameter_strides(net, example)
-    return compile_network(net, train_opt, name)
+    return compile_network(net, step, name)
 
 
 @torch.no_grad()

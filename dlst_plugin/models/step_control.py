@@ -11,25 +11,31 @@ Options (all under ``train:``):
   scaled by 1/N, and the optimizers step on every N-th iteration; under DDP the first N-1 skip the
   all-reduce. ``total_iter``, scheduler periods and ``net_d_reg_every`` keep counting iterations.
 * ``grad_clip`` (max norm, per network), and the guard: a step whose loss or gradients are not
-  finite is skipped (gradients dropped, no optimizer step, no EMA), counted and logged; after
-  ``max_nonfinite_steps`` such iterations in a row (default 20) training stops with an error.
-  With float16 a step skipped while the scaler still lowers its scale (above 1) is the scaler's
-  normal calibration and not counted.
+  finite, or whose finite loss is above ``max_loss`` (when set), is skipped (gradients dropped, no
+  optimizer step, no EMA), counted and logged; after ``max_nonfinite_steps`` such iterations in a row
+  (default 20) training stops with an error naming the last checkpoint saved before the first skipped
+  step. Under float16 a step the GradScaler skips because the gradients overflowed counts the same way
+  (its scale halves each time, so a few such steps in a row are its calibration; twenty are not).
+
+Every key, default and range is declared in :class:`dlst_plugin.options.blocks.StepOptions`.
 """
 import contextlib
 
 import torch
 
 from dlst_plugin.errors import ConfigError, DLSTError
-from dlst_plugin.models.core_parts import option
 
 AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
-DEFAULT_MAX_NONFINITE = 20
 FP16_INIT_SCALE = 2.0**8  # not 2**16: R1's input gradients overflow float16 at large scales (calibration)
 
 
 class TrainingDivergedError(DLSTError):
-    """Too many optimizer steps in a row had non-finite losses or gradients."""
+    """Too many optimizer steps in a row had non-finite (or above ``max_loss``) losses or gradients;
+    ``first_bad_iter`` is the iteration of the first skipped step of that run."""
+
+    def __init__(self, message, first_bad_iter=None):
+        super().__init__(message)
+        self.first_bad_iter = first_bad_iter
 
 
 def check_amp_support(device, dtype_name):
@@ -46,26 +52,26 @@ def check_amp_support(device, dtype_name):
 class StepControl:
     """Autocast, scalers, accumulation windows, clipping and the non-finite guard of one run."""
 
-    def __init__(self, train_opt, device, names=('g', 'd')):
+    def __init__(self, step, device, names=('g', 'd')):
+        """``step``: the run's :class:`dlst_plugin.options.blocks.StepOptions` (decoded ``train:``)."""
         self.device = device
-        self.use_amp = bool(train_opt.get('use_amp', False))
-        dtype_name = option(train_opt, 'amp_dtype', 'bfloat16')
+        self.use_amp = step.use_amp
         if self.use_amp:
-            check_amp_support(device, dtype_name)
-        self.dtype = AMP_DTYPES.get(dtype_name, torch.bfloat16)
-        self.accum = int(option(train_opt, 'accum_iter', 1))
-        if self.accum < 1:
-            raise ConfigError(f'train.accum_iter must be >= 1, got {self.accum}')
-        clip = train_opt.get('grad_clip')
-        self.grad_clip = float(clip) if clip else None
-        self.max_nonfinite = int(option(train_opt, 'max_nonfinite_steps', DEFAULT_MAX_NONFINITE))
+            check_amp_support(device, step.amp_dtype)
+        self.dtype = AMP_DTYPES[step.amp_dtype]
+        self.accum = step.accum_iter
+        self.grad_clip = step.grad_clip
+        self.max_loss = step.max_loss
+        self.max_nonfinite = step.max_nonfinite_steps
         fp16 = self.use_amp and self.dtype == torch.float16
         self.scalers = {name: torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE) if fp16 else None
                         for name in names}
         self.finite = {name: None for name in names}  # all losses of the window finite (a tensor: no sync)
         self.in_a_row = 0
+        self.first_bad_iter = None  # first iteration of the current run of skipped steps
         self.window_bad = False
         self.skipped = {name: 0 for name in names}
+        self.overflowed = {name: 0 for name in names}  # float16 steps the scaler skipped
 
     # --- the window ---------------------------------------------------------------------------
     def is_last(self, current_iter):
@@ -84,8 +90,11 @@ class StepControl:
 
     # --- backward and step --------------------------------------------------------------------
     def backward(self, name, loss):
-        """Backward of ``loss / accum_iter`` (scaled under float16); remembers whether it was finite."""
+        """Backward of ``loss / accum_iter`` (scaled under float16); remembers whether it was finite (and
+        not above ``max_loss``)."""
         finite = torch.isfinite(loss.detach())
+        if self.max_loss is not None:
+            finite = finite & (loss.detach() <= self.max_loss)
         self.finite[name] = finite if self.finite[name] is None else self.finite[name] & finite
         loss = loss / self.accum
         scaler = self.scalers[name]
@@ -115,8 +124,7 @@ class StepControl:
         if ok and self.grad_clip is not None:
             torch._foreach_mul_(self._grads(params), (self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
         if ok and scaler is not None:
-            scaler.step(optimizer)  # skips the step itself when the unscaled gradients overflowed
-            scaler.update()
+            ok = self._scaled_step(name, scaler, optimizer)
         elif ok:
             optimizer.step()
         elif scaler is not None:
@@ -124,6 +132,18 @@ class StepControl:
         optimizer.zero_grad(set_to_none=True)
         self._count(name, ok)
         return ok
+
+    def _scaled_step(self, name, scaler, optimizer):
+        """The float16 step: the scaler skips it when the unscaled gradients overflowed, and then halves its
+        scale; such a step did not happen (no EMA, counted). Reading the scale costs a device sync, on the
+        float16 path only."""
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.get_scale() < scale:
+            self.overflowed[name] += 1
+            return False
+        return True
 
     @staticmethod
     def _grads(params):
@@ -136,24 +156,30 @@ class StepControl:
         return torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
 
     def _count(self, name, ok):
-        """Count a skipped step; under float16 a skip while the scaler still lowers its scale (above 1) is
-        its calibration, not a failure."""
-        scaler = self.scalers[name]
-        if ok or (scaler is not None and scaler.get_scale() > 1.0):
-            return
-        self.skipped[name] += 1
-        self.window_bad = True
+        if not ok:
+            self.skipped[name] += 1
+            self.window_bad = True
 
-    def end_window(self):
+    def end_window(self, current_iter=None):
         """After the G and D steps of a window: count it in the run of bad windows, stop after too many."""
         if not self.window_bad:
-            self.in_a_row = 0
+            self.in_a_row, self.first_bad_iter = 0, None
             return
         self.window_bad = False
         self.in_a_row += 1
+        if self.first_bad_iter is None:
+            self.first_bad_iter = current_iter
         if self.in_a_row >= self.max_nonfinite:
+            overflow = sum(self.overflowed.values())
+            above = f' or above train.max_loss ({self.max_loss:g})' if self.max_loss is not None else ''
             raise TrainingDivergedError(
-                f'{self.in_a_row} optimizer steps in a row had non-finite losses or gradients (skipped: G '
-                f'{self.skipped.get("g", 0)}, D {self.skipped.get("d", 0)}); no weights were updated by them and '
-                'the saved checkpoints are finite. Lower the learning rate, set train.grad_clip, use '
-                'amp_dtype bfloat16 instead of float16, or raise train.max_nonfinite_steps.')
+                f'{self.in_a_row} optimizer steps in a row had non-finite losses or gradients{above}, from iteration '
+                f'{self.first_bad_iter} (skipped: G {self.skipped.get("g", 0)}, D {self.skipped.get("d", 0)}'
+                f'{f"; float16 overflows {overflow}" if overflow else ""}); no weights were updated by them. '
+                'Lower the learning rate, set train.grad_clip, use amp_dtype bfloat16 instead of float16, or raise '
+                'train.max_nonfinite_steps.', self.first_bad_iter)
+
+    @property
+    def in_bad_run(self):
+        """Whether the last window(s) skipped their steps (checkpoints are not written then)."""
+        return self.in_a_row > 0

@@ -4,8 +4,9 @@
 # loss weights and optimiser settings. Data, evaluation and runtime: _base_/faces_512_srgan.py.
 #   python tools/train.py options/mmagic/dlst_st_x1_ffhq_512.py   (from an MMagic checkout)
 # Needs: pip install 'dlst-plugin[mmengine]' and MMagic. Lines marked "SET ME" name files a user
-# must provide (here and in the base file). Only the parsing of this file by mmengine and the
-# building of its networks are tested in the plugin; MMagic itself is not (see docs/mmagic.md).
+# must provide (here and in the base file). CI tests the parsing of this file by mmengine and the
+# building of its networks; a shrunk copy trains a few iterations in MMagic itself on demand
+# (scripts/check_against_mmagic.py; see docs/mmagic.md for what that covers).
 
 _base_ = ['./_base_/faces_512_srgan.py']
 
@@ -28,6 +29,9 @@ model = dict(
         # SET ME: a pretrained 512 px StyleGAN2 generator (BasicSR, rosinality or GFP-GAN clean
         # layout), e.g. GFP-GAN's StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth; None = random decoder
         decoder_load_path='checkpoints/StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth',
+        # colour order the prior was trained on: 'bgr' for a StyleGAN2 trained in MMagic (its pipeline loads
+        # BGR images; its ToRGB outputs are then swapped on loading), 'rgb' for GFP-GAN's and official weights
+        decoder_channel_order='rgb',
         fix_decoder=False),
     # the plugin's discriminator is a plain torch module (no init_cfg): it starts from random weights
     discriminator=dict(type='PureStyleGAN2Discriminator', out_size=512, channel_multiplier=1),

@@ -1,27 +1,35 @@
-"""The model-dependent part of the option check (:mod:`dlst_plugin.options_check`): which ``train:`` and
+"""The model-dependent part of the option check (:mod:`dlst_plugin.options.check`): which ``train:`` and
 ``val:`` keys the model reads, its networks, and the blocks that become objects (``network_*``, losses,
-optimizers, the scheduler, metrics, datasets), checked against the constructor that will receive them.
+optimizers, the scheduler, metrics, datasets), checked against what will receive them.
 
-A model's keys come from, in this order: ``TRAIN_OPTIONS`` (and ``VAL_OPTIONS``) on the model class (the
-plugin's models), :data:`dlst_plugin.option_tables.BASICSR_MODELS` for BasicSR's own model classes. A
-model known to neither (another package's) is checked for types and required keys only, with a warning.
+A model's keys come from its typed blocks (``TRAIN_OPTIONS`` / ``VAL_OPTIONS`` of the plugin's model
+classes, :mod:`dlst_plugin.options.blocks`), else from :data:`dlst_plugin.options.basicsr_keys.MODELS` (BasicSR's,
+GFP-GAN's and Real-ESRGAN's model classes). A model known to neither is checked for types and required keys
+only. Network blocks are checked against their class's constructor signature (the constructors are the
+declaration of a network's options). Functions here receive the running ``Checker``; they never import it.
 """
+import difflib
 import inspect
 from typing import NamedTuple
 
-from dlst_plugin import option_tables as T
+from dlst_plugin.options import basicsr_keys as B
+from dlst_plugin.options.schema import Block
 
 POSITIONAL = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 PLUGIN_LOSSES = ('pixel_opt', 'perceptual_opt', 'vgg_opt', 'gan_opt')
-_WARNED = set()
 
 
 class ModelInfo(NamedTuple):
     name: object = None
     cls: type = None
-    table: T.ModelTable = None  # None: a model the checker has no key list for
-    plugin: bool = False
+    table: B.ModelTable = None  # None: a model the checker has no key list for
+    train_block: type = None  # a plugin model's typed train block
+    val_block: type = None
     problem: str = None
+
+    @property
+    def plugin(self):
+        return self.train_block is not None
 
     @property
     def strict(self):
@@ -32,58 +40,42 @@ class ModelInfo(NamedTuple):
         return self.table.top_level if self.table else ()
 
     @property
-    def val(self):
-        return self.table.val if self.table else {}
-
-    @property
     def reads_suffix(self):
         validation = getattr(self.cls, 'nondist_validation', None)
         owner = getattr(validation, '__qualname__', '').split('.')[0]
         return owner in ('SRModel', 'HiFaceGANModel', 'VideoBaseModel')
 
 
-def lookup(registry, name):
-    """The class registered as ``name`` in a BasicSR registry (also under BasicSR's ``_basicsr`` suffix, and
-    GFP-GAN's archs, which are imported on demand), or None."""
+def lookup(registry, name, import_external=True):
+    """The class registered as ``name`` in a BasicSR registry (also under BasicSR's ``_basicsr`` suffix), or
+    None. ``import_external``: import GFP-GAN's archs for a name they register (never for another project's
+    run: it would change what that run can build)."""
     if not isinstance(name, str):
         return None
     for key in (name, f'{name}_basicsr'):
         if key in registry._obj_map:
             return registry._obj_map[key]
     from basicsr.utils.registry import ARCH_REGISTRY
-    if registry is ARCH_REGISTRY:
+    if registry is ARCH_REGISTRY and import_external:
         from dlst_plugin.archs.external import import_external_arch
         if import_external_arch(name):  # raises ExternalArchError (an ImportError) naming the extra to install
             return registry._obj_map.get(name)
     return None
 
 
-def _registered(registry):
+def registered(registry):
     return sorted({k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in registry._obj_map})
 
 
+def did_you_mean(name, names):
+    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.6)
+    return f'; did you mean {close[0]}?' if close else ''
+
+
 def unknown_type(checker, where, name, registry, what):
-    import difflib
-    close = difflib.get_close_matches(str(name), _registered(registry), n=1, cutoff=0.6)
-    hint = f'; did you mean {close[0]}?' if close else ''
-    checker.problem(where, f'unknown {what} {name!r}{hint} (not in BasicSR\'s registry: is the package that '
-                    f'registers it imported, e.g. with plugin: !!python/name:<module>.<name>?)')
-
-
-def _as_key(spec):
-    if isinstance(spec, T.Key):
-        return spec
-    if spec in (int, float):
-        return T.num(spec)
-    return T.Key(spec if spec in (bool, str, dict, list) else 'any')
-
-
-def _plugin_table(cls):
-    train = {key: _as_key(spec) for key, spec in cls.TRAIN_OPTIONS.items()}
-    train.update(total_iter=T.req('count'), warmup_iter=T.num('count'), optim_g=T.req(dict), scheduler=T.Key(dict))
-    val = getattr(cls, 'VAL_OPTIONS', {})
-    return T.ModelTable(train, T.PLUGIN_NETWORKS, val={k: _as_key(v) for k, v in val.items()},
-                        loss_needed=PLUGIN_LOSSES)
+    checker.problem(where, f'unknown {what} {name!r}{did_you_mean(name, registered(registry))} (not in BasicSR\'s '
+                    'registry: is the package that registers it imported, e.g. with plugin: '
+                    '!!python/name:<module>.<name>?)')
 
 
 def describe_model(model_type):
@@ -92,20 +84,30 @@ def describe_model(model_type):
     if cls is None:
         if not isinstance(model_type, str):
             return ModelInfo(model_type)
-        import difflib
-        close = difflib.get_close_matches(model_type, _registered(MODEL_REGISTRY), n=1, cutoff=0.6)
         return ModelInfo(model_type, problem=f'unknown model type {model_type!r}'
-                         + (f'; did you mean {close[0]}?' if close else ''))
-    if hasattr(cls, 'TRAIN_OPTIONS'):
-        return ModelInfo(model_type, cls, _plugin_table(cls), plugin=True)
-    if cls.__module__.startswith('basicsr.') and cls.__name__ in T.BASICSR_MODELS:
-        return ModelInfo(model_type, cls, T.BASICSR_MODELS[cls.__name__])
-    if model_type not in _WARNED:
-        _WARNED.add(model_type)
-        from dlst_plugin.options_check import warn
-        warn(f'model type {model_type} is not known to the option checker: its train/val/top-level keys are '
-             'checked for types only, not for typos (give the class a TRAIN_OPTIONS dict, {key: type})')
-    return ModelInfo(model_type, cls)
+                         + did_you_mean(model_type, registered(MODEL_REGISTRY)))
+    train_block = getattr(cls, 'TRAIN_OPTIONS', None)
+    if isinstance(train_block, type) and issubclass(train_block, Block):
+        table = B.ModelTable({}, ('network_g', 'network_d'), loss_needed=PLUGIN_LOSSES)
+        return ModelInfo(model_type, cls, table, train_block, getattr(cls, 'VAL_OPTIONS', None))
+    return ModelInfo(model_type, cls, known_table(cls))
+
+
+def known_table(cls):
+    """The key table of ``cls`` or of the nearest class it derives from that BasicSR, GFP-GAN or Real-ESRGAN
+    defines (a plugin's subclass of GFP-GAN's model reads GFP-GAN's keys), else None."""
+    for klass in cls.__mro__:
+        table = B.MODELS.get((klass.__module__.split('.')[0], klass.__name__))
+        if table is not None:
+            return table
+    return None
+
+
+def table_problems(block, table, where):
+    """Unknown and missing keys of ``block`` against a key table (for a model that checks itself when built)."""
+    problems = [f'{where}.{key}: unknown key{did_you_mean(key, list(table))}' for key in block if key not in table]
+    return problems + [f'{where}.{key}: missing (required)' for key, spec in table.items()
+                       if spec.required and key not in block]
 
 
 def signature_problems(checker, where, cls, kwargs, skip=('type', ), exclude=()):
@@ -119,20 +121,14 @@ def signature_problems(checker, where, cls, kwargs, skip=('type', ), exclude=())
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     for key in kwargs:
         if key not in skip and key not in names and not takes_any:
-            checker.problem(f'{where}.{key}', f'{cls.__name__} takes no argument {key!r}'
-                            + _did_you_mean(key, names))
+            close = did_you_mean(key, names) or f' (it takes: {", ".join(names)})'
+            checker.problem(f'{where}.{key}', f'{cls.__name__} takes no argument {key!r}{close}')
     for p in params:
         if p.kind in POSITIONAL and p.default is inspect.Parameter.empty and p.name not in kwargs:
             checker.problem(f'{where}.{p.name}', f'missing: {cls.__name__} needs it')
 
 
-def _did_you_mean(key, names):
-    import difflib
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    return f'; did you mean {close[0]}?' if close else f' (it takes: {", ".join(names)})'
-
-
-def _typed_block(checker, where, block, registry, what):
+def typed_block(checker, where, block, registry, what):
     """The class a ``{type: ..., ...}`` block names, or None (problems recorded)."""
     from dlst_plugin.archs.external import ExternalArchError
     if not isinstance(block, dict):
@@ -142,7 +138,7 @@ def _typed_block(checker, where, block, registry, what):
         checker.problem(f'{where}.type', 'missing (required)')
         return None
     try:
-        cls = lookup(registry, block['type'])
+        cls = lookup(registry, block['type'], import_external=checker.plugin_run)
     except ExternalArchError as err:
         checker.problem(f'{where}.type', str(err))
         return None
@@ -154,11 +150,13 @@ def _typed_block(checker, where, block, registry, what):
 def check_networks(checker):
     from basicsr.utils.registry import ARCH_REGISTRY
     opt, model = checker.opt, checker.model
-    networks = [k for k in opt if str(k).startswith(T.NETWORK_PREFIX)]
+    networks = [k for k in opt if str(k).startswith(B.NETWORK_PREFIX)]
     for key in networks:
-        cls = _typed_block(checker, key, opt[key], ARCH_REGISTRY, 'network type')
+        cls = typed_block(checker, key, opt[key], ARCH_REGISTRY, 'network type')
         if cls is not None:
-            signature_problems(checker, key, cls, opt[key])
+            from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS, PLUGIN_READ_KEYS  # the plugin reads these
+            read = PLUGIN_READ_KEYS if opt[key].get('type') in CLEAN_DECODER_ARCHS else ()
+            signature_problems(checker, key, cls, opt[key], skip=('type', ) + read)
     if 'network_g' not in opt:
         checker.problem('network_g', 'missing (required)')
     if not (checker.is_train and model.table):
@@ -166,7 +164,7 @@ def check_networks(checker):
     for key in networks:
         if key not in model.table.networks:
             checker.problem(key, f'{model.name} builds no {key}: remove it (--auto_resume would also look for '
-                            f'net_{key[len(T.NETWORK_PREFIX):]}_<iter>.pth)')
+                            f'net_{key[len(B.NETWORK_PREFIX):]}_<iter>.pth)')
     train = opt.get('train') if isinstance(opt.get('train'), dict) else {}
     gan = train.get('gan_opt') if model.plugin else True
     if model.plugin and 'network_d' in opt and not gan:
@@ -179,15 +177,20 @@ def check_networks(checker):
 def check_train(checker):
     from basicsr.utils.registry import LOSS_REGISTRY
     train, model = checker.opt['train'], checker.model
-    table = model.table.train if model.table else {**T.BASICSR_MODELS['SRModel'].train, 'scheduler': T.Key(dict),
-                                                   'optim_g': T.Key(dict)}
-    if not checker.block('train', train, table, strict=model.strict):
+    if model.plugin:
+        checker.block_of(model.train_block, 'train', train)
+    else:
+        table = model.table.train if model.table else {
+            **B.MODELS[('basicsr', 'SRModel')].train, 'scheduler': B.Key(dict), 'optim_g': B.Key(dict)}
+        if not checker.block('train', train, table, strict=model.strict):
+            return
+    if not isinstance(train, dict):
         return
     for key, value in train.items():
         if str(key).startswith('optim_') and isinstance(value, dict):
             check_optimizer(checker, f'train.{key}', value)
         elif str(key).endswith('_opt') and isinstance(value, dict):
-            cls = _typed_block(checker, f'train.{key}', value, LOSS_REGISTRY, 'loss type')
+            cls = typed_block(checker, f'train.{key}', value, LOSS_REGISTRY, 'loss type')
             if cls is not None:
                 signature_problems(checker, f'train.{key}', cls, value)
     if isinstance(train.get('scheduler'), dict):
@@ -209,7 +212,7 @@ def check_optimizer(checker, where, block):
         if key not in block:
             checker.problem(f'{where}.{key}', 'missing (required)')
     if 'lr' in block:
-        checker.value(f'{where}.lr', block['lr'], T.req(float))
+        checker.value(f'{where}.lr', block['lr'], B.req(float, B.POSITIVE))
     betas = block.get('betas')
     if betas is not None and not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
@@ -235,8 +238,8 @@ def check_scheduler(checker, block):
     if model.cls is None or model.cls.setup_schedulers is not BaseModel.setup_schedulers:
         return
     kind = block.get('type')
-    if kind not in T.SCHEDULERS:
-        checker.problem('train.scheduler.type', f'must be one of {", ".join(T.SCHEDULERS)}, got {kind!r}')
+    if kind not in B.SCHEDULERS:
+        checker.problem('train.scheduler.type', f'must be one of {", ".join(B.SCHEDULERS)}, got {kind!r}')
         return
     cls = lr_scheduler.CosineAnnealingRestartLR if kind.startswith('Cosine') else lr_scheduler.MultiStepRestartLR
     signature_problems(checker, 'train.scheduler', cls, block, exclude=('optimizer', 'last_epoch'))
@@ -249,31 +252,31 @@ def check_metric(checker, where, block):
         unknown_type(checker, f'{where}.type', block.get('type'), METRIC_REGISTRY, 'metric')
         return
     signature_problems(checker, where, function, block, skip=('type', 'better'), exclude=('img', 'img2'))
-    if block.get('better', 'higher') not in ('higher', 'lower'):
-        checker.problem(f'{where}.better', f'must be higher or lower, got {block["better"]!r}')
 
 
 def check_dataset(checker, where, ds):
-    """``type`` is registered; the data roots (and keys read with ``[]``) the type needs are present; with
-    a class that lists its keys in ``OPTIONS`` (the plugin's datasets), every other key is one of them."""
+    """``type`` is registered; the data roots (and keys read with ``[]``) the type needs are present; a plugin
+    dataset's keys are checked against its typed block (``OPTIONS``)."""
     from basicsr.utils.registry import DATASET_REGISTRY
-
-    from dlst_plugin.options_check import present
     cls = lookup(DATASET_REGISTRY, ds.get('type'))
     if cls is None:
         if 'type' in ds:
             unknown_type(checker, f'{where}.type', ds['type'], DATASET_REGISTRY, 'dataset type')
         return
-    needed = list(T.DATASET_REQUIRED.get(cls.__name__, ()))
-    if cls.__name__ == 'SecondOrderFaceDataset' and ds.get('mode', 'second_order') == 'second_order':
-        ratio = ds.get('ratio', 0.5)
-        if not isinstance(ratio, (int, float)) or ratio < 1:
-            needed.append('dataroot_hq')
-    for key in needed:
-        if not present(ds.get(key)):
+    block = getattr(cls, 'OPTIONS', None)
+    if isinstance(block, type) and issubclass(block, Block):
+        checker.block_of(block, where, ds)
+        for problem in getattr(cls, 'option_problems', lambda opt, where: [])(ds, where):
+            checker.problems.append(problem)
+        return
+    for key in B.DATASET_REQUIRED.get(cls.__name__, ()):
+        if not _present(ds.get(key)):
             checker.problem(f'{where}.{key}', f'missing: {cls.__name__} needs it')
-    known = getattr(cls, 'OPTIONS', None)
-    if known:
+    if block:  # a plain tuple of key names
         for key in ds:
-            if key not in known and key not in ('phase', 'scale'):
-                checker.unknown(f'{where}.{key}', known)
+            if key not in block and key not in ('phase', 'scale'):
+                checker.unknown(f'{where}.{key}', block)
+
+
+def _present(value):
+    return value is not None and value != '' and value != [] and value != {}

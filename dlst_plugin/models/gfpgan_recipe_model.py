@@ -1,0 +1,53 @@
+"""``GFPGANRecipeModel``: GFP-GAN's training (its ``GFPGANModel``) as the GFP-GAN rows of Table 1 run it.
+
+The class registered here is a light entry: importing the plugin does not import ``gfpgan``. Building it
+(``model_type: GFPGANRecipeModel``) imports :mod:`dlst_plugin.models.gfpgan_recipe` and returns that
+module's ``GFPGANRecipe``, a ``GFPGANModel`` subclass (docs/table1.md#gfp-gan-rows); a missing
+``gfpgan`` package is an error naming the extra to install.
+"""
+from basicsr.models.base_model import BaseModel
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from dlst_plugin.errors import ConfigError
+
+COMPONENT_NETWORKS = ('network_d_left_eye', 'network_d_right_eye', 'network_d_mouth')
+
+
+@MODEL_REGISTRY.register()
+class GFPGANRecipeModel(BaseModel):
+    """GFP-GAN's ``GFPGANModel`` (built from the ``gfpgan`` package on first use). Its option keys are
+    GFP-GAN's ``options/train_gfpgan_v1.yml``'s; see :mod:`dlst_plugin.models.gfpgan_recipe`."""
+
+    def __new__(cls, opt):
+        try:
+            from dlst_plugin.models.gfpgan_recipe import GFPGANRecipe
+        except ImportError as err:
+            raise ConfigError(f'model_type GFPGANRecipeModel trains with the gfpgan package, which cannot be imported '
+                              f'({err}); install it with: pip install "dlst-plugin[baselines]"') from None
+        return GFPGANRecipe(opt)
+
+    @classmethod
+    def option_rules(cls, opt):
+        """What GFPGANModel needs beyond its key table (``dlst_plugin.options.basicsr_keys``), for the option
+        check: the three component discriminators together, their boxes in the training set, no streaming."""
+        problems = []
+        components = [k for k in COMPONENT_NETWORKS if k in opt]
+        if components and len(components) < len(COMPONENT_NETWORKS):
+            missing = sorted(set(COMPONENT_NETWORKS) - set(components))
+            problems.append(f'{", ".join(missing)}: missing (the component discriminators are used only when all '
+                            'three are set)')
+        train = opt.get('train') if isinstance(opt.get('train'), dict) else {}
+        if train.get('stream_pairs'):
+            problems.append('train.stream_pairs: GFPGANRecipeModel trains on the loader\'s pairs only (GFPGANModel '
+                            'does not stream); use a dataset of generated pairs (dlst-generate-pairs)')
+        if components and train.get('gan_component_opt') is None:
+            problems.append('train.gan_component_opt: missing: the component discriminators need it')
+        if components and train.get('optim_component') is None:
+            problems.append('train.optim_component: missing: the component discriminators need it')
+        if 'network_identity' in opt and train.get('identity_weight') is None:
+            problems.append('train.identity_weight: missing: network_identity needs it')
+        train_set = (opt.get('datasets') or {}).get('train')
+        if components and isinstance(train_set, dict) and not train_set.get('crop_components'):
+            problems.append('datasets.train.crop_components: must be true: the component discriminators need each '
+                            'face\'s eye and mouth boxes (docs/table1.md#component-boxes)')
+        return problems
