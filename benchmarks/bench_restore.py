@@ -23,7 +23,7 @@ def build_restorer(size, dtype):
     import torch
     from basicsr.archs import build_network
 
-    from dlst_plugin.restoration import FaceRestorer, read_network_options
+    from dlst_plugin.inference.face_restorer import FaceRestorer, read_network_options
     torch.manual_seed(0)
     network = read_network_options(None)
     network['out_size'] = size
@@ -35,7 +35,7 @@ def build_restorer(size, dtype):
 
 def run_stages(restorer, photo, repeats):
     """Seconds per face for each stage, summed over ``repeats`` runs after one warm-up."""
-    from dlst_plugin.restoration import STAGES
+    from dlst_plugin.inference.face_restorer import STAGES
     restorer.restore_image(photo)
     totals, faces = dict.fromkeys(STAGES, 0.0), 0
     for _ in range(repeats):
@@ -49,7 +49,7 @@ def run_stages(restorer, photo, repeats):
 def paste_baseline(restorer, photo, repeats=5):
     """(ROI paste_back, whole-photo paste_face) seconds for the photo's first face."""
     from dlst_plugin.faces.alignment import inverse_affine, paste_face
-    from dlst_plugin.restoration import paste_back
+    from dlst_plugin.inference.face_restorer import paste_back
     result = restorer.restore_image(photo)
     face, affine = result.faces[0], result.affines[0]
 
@@ -79,7 +79,7 @@ def main():
     import torch
 
     import dlst_plugin  # noqa: F401
-    from dlst_plugin.restoration import DTYPES, STAGES
+    from dlst_plugin.inference.face_restorer import DTYPES, STAGES
     if args.threads:
         torch.set_num_threads(args.threads)
     photo = cv2.imread(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

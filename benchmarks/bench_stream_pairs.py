@@ -30,7 +30,7 @@ import yaml  # noqa: E402
 from helpers import face_crops  # noqa: E402
 
 import dlst_plugin  # noqa: E402,F401
-from dlst_plugin.checkpoint_meta import network_metadata  # noqa: E402
+from dlst_plugin.checkpoints.meta import network_metadata  # noqa: E402
 
 
 def make_degrader(tmp, size, narrow):

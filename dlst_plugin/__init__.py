@@ -3,7 +3,7 @@
 Importing the package applies the BasicSR compatibility patches and registers the
 plugin's archs, datasets, losses and models in BasicSR's registries. It imports no
 optional dependency (facexlib, pyiqa, gfpgan, onnxruntime, spandrel). ``DLSTer`` (GFP-GAN's GFPGANer
-interface, :mod:`dlst_plugin.dlster`) is imported on first use: ``from dlst_plugin import DLSTer``.
+interface, :mod:`dlst_plugin.inference.dlster`) is imported on first use: ``from dlst_plugin import DLSTer``.
 """
 from dlst_plugin import compat
 
@@ -18,6 +18,6 @@ __version__ = '0.1.0'
 def __getattr__(name):
     """Lazy attributes: ``DLSTer`` (importing it pulls in the face detection and restoration code)."""
     if name == 'DLSTer':
-        from dlst_plugin.dlster import DLSTer
+        from dlst_plugin.inference.dlster import DLSTer
         return DLSTer
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -3,7 +3,7 @@
 Each function fixes one BasicSR behaviour, named in its docstring; ``apply()`` runs them
 all once. They are tested one by one in ``tests/test_compat.py`` (saving and resuming in
 ``tests/test_training_state.py``, the option check in ``tests/test_options_check.py``). The
-longer logic lives beside: :mod:`dlst_plugin.training_state` (atomic saves, resume policy),
+longer logic lives beside: :mod:`dlst_plugin.checkpoints.training_state` (atomic saves, resume policy),
 :mod:`dlst_plugin.options.check` (the option check), :mod:`dlst_plugin.options.file` (reading an
 option file without evaluating Python tags).
 
@@ -145,7 +145,8 @@ def _guard_training_run(opt):
     stops this one here with exit code 2, before BasicSR renames or writes anything."""
     import atexit
 
-    from dlst_plugin import run_control, training_state
+    from dlst_plugin import run_control
+    from dlst_plugin.checkpoints import training_state
     from dlst_plugin.errors import ConfigError
     verdict = None
     if opt.get('rank', 0) == 0:
@@ -177,11 +178,11 @@ def patch_train_pipeline():
     networks of its iteration are missing; ``init_tb_loggers`` ignores a custom experiments root.
     Resume from the newest complete state of the configured root, onto the GPU when there is one
     and the CPU otherwise (``weights_only=True``), and log each state passed over
-    (:mod:`dlst_plugin.training_state`)."""
+    (:mod:`dlst_plugin.checkpoints.training_state`)."""
     from basicsr import train
     from basicsr.utils import init_tb_logger
 
-    from dlst_plugin import training_state
+    from dlst_plugin.checkpoints import training_state
 
     original_tb = getattr(train.init_tb_loggers, '__wrapped__', train.init_tb_loggers)
     original_resume = getattr(train.load_resume_state, '__wrapped__', train.load_resume_state)
@@ -240,7 +241,7 @@ def patch_save_network():
     from basicsr.utils import get_root_logger
     from basicsr.utils.dist_util import master_only
 
-    from dlst_plugin import training_state
+    from dlst_plugin.checkpoints import training_state
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
@@ -259,7 +260,7 @@ def patch_save_training_state():
     from basicsr.utils import get_root_logger
     from basicsr.utils.dist_util import master_only
 
-    from dlst_plugin import training_state
+    from dlst_plugin.checkpoints import training_state
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -278,12 +279,12 @@ def patch_load_network():
     ``net_*_N.pth`` of BasicSR's own models) calls torch.load without ``weights_only``: a crafted
     file runs code as soon as torch's default is switched off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1),
     and a text or truncated file gives a pickle traceback. Read through
-    ``dlst_plugin.checkpoints.read_checkpoint`` (``weights_only=True``, passed explicitly); a file
+    ``dlst_plugin.checkpoints.reading.read_checkpoint`` (``weights_only=True``, passed explicitly); a file
     that is not a network checkpoint stops the run with one InputError naming it."""
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import get_root_logger
 
-    from dlst_plugin import training_state
+    from dlst_plugin.checkpoints import training_state
 
     original = getattr(BaseModel.load_network, '__wrapped__', BaseModel.load_network)
 

@@ -23,7 +23,7 @@ def tiny_cell_options(cell, faces, pairs=None, iters=4, tmp_root=None):
 
     ``faces``: folder of HQ faces (FFHQ stand-in and validation set); ``pairs``: folder holding
     ``clean/`` and ``degraded/`` with the same file names (the DL column's generated pairs)."""
-    from dlst_plugin import table1
+    from dlst_plugin.experiments import table1
     arch, data = table1.split_cell(cell)
     opt = table1.cell_options(cell)
     opt['network_g'] = tiny_network(arch)

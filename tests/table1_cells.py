@@ -1,4 +1,4 @@
-"""Tiny Table 1 cells for the tests: each row's own recipe (dlst_plugin.table1), shrunk to 32 px, a few
+"""Tiny Table 1 cells for the tests: each row's own recipe (dlst_plugin.experiments.table1), shrunk to 32 px, a few
 channels, CPU, a few iterations; GFP-GAN's extra networks and files made here (no download)."""
 import numpy as np
 import torch

@@ -14,7 +14,7 @@ from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints import load_into
+from dlst_plugin.checkpoints.reading import load_into
 from dlst_plugin.cli.convert_stylegan2 import main as convert_main
 
 BANK = dict(num_style_feat=16, num_mlp=2, narrow=1 / 32)

@@ -6,15 +6,15 @@ import pytest
 import torch
 from tiny_restorers import TINY_GLEAN, TINY_ST, build, save_bare_checkpoint, save_training_checkpoint
 
-from dlst_plugin.checkpoint_meta import (
+from dlst_plugin.checkpoints.meta import (
     HEADER_KEY,
     infer_network_options,
     network_metadata,
     network_options,
     read_metadata,
 )
-from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint, write_safetensors
-from dlst_plugin.restorer_files import RestoreSetupError, load_restorer
+from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint, write_safetensors
+from dlst_plugin.loading.restorers import RestoreSetupError, load_restorer
 
 ST_CONFIGS = {
     'tiny': {},

@@ -1,4 +1,4 @@
-"""StyleGAN2 checkpoint layouts -> BasicSR layout (dlst_plugin.checkpoints, docs/design.md#stylegan2).
+"""StyleGAN2 checkpoint layouts -> BasicSR layout (dlst_plugin.checkpoints.reading, docs/design.md#stylegan2).
 
 Every foreign layout is built here from a tiny randomly initialised network by renaming keys the
 way the other project names them, so the importer is checked against an independent spelling.
@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints import (
+from dlst_plugin.checkpoints.reading import (
     CheckpointLayoutError,
     infer_discriminator_config,
     infer_generator_config,

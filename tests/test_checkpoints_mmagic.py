@@ -1,4 +1,4 @@
-"""MMagic (mmediting) StyleGANv2 checkpoints -> BasicSR layout (dlst_plugin.checkpoints).
+"""MMagic (mmediting) StyleGANv2 checkpoints -> BasicSR layout (dlst_plugin.checkpoints.reading).
 
 The MMagic files are written here from tiny randomly initialised networks by spelling every key
 the way MMagic's StyleGAN2Generator / StyleGAN2Discriminator name them (equalised-lr weights as
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints import (
+from dlst_plugin.checkpoints.reading import (
     CheckpointLayoutError,
     convert_network,
     detect_layout,

@@ -10,7 +10,7 @@ from dlst_plugin.cli import collect_lq_faces
 from dlst_plugin.faces.alignment import face_template
 from dlst_plugin.faces.detection import detect_faces
 from dlst_plugin.faces.harvest import DONE_TXT, ERRORS_CSV, FACES_CSV
-from dlst_plugin.lmdb_writer import read_meta_info, verify_lmdb
+from dlst_plugin.fileio.lmdb import read_meta_info, verify_lmdb
 
 SIZE = 64
 
@@ -148,8 +148,8 @@ def test_overwrite_starts_again_and_keeps_refusing_foreign_folders(tmp_path):
 def test_read_only_lmdb_is_one_error_naming_it(tmp_path, capsys, monkeypatch):
     import lmdb
 
-    import dlst_plugin.lmdb_writer as writer_module
-    from dlst_plugin.lmdb_writer import LmdbWriter
+    import dlst_plugin.fileio.lmdb as writer_module
+    from dlst_plugin.fileio.lmdb import LmdbWriter
     photos = _one_photo_folder(tmp_path / 'photos')
     dst = tmp_path / 'faces.lmdb'
     LmdbWriter(dst).close()  # an existing LMDB, as an earlier run leaves it

@@ -5,7 +5,7 @@ import pytest
 
 from dlst_plugin.data.face_image_source import FaceImageSource, scan_image_folder
 from dlst_plugin.errors import ConfigError
-from dlst_plugin.lmdb_writer import META_INFO, LmdbWriter
+from dlst_plugin.fileio.lmdb import META_INFO, LmdbWriter
 
 
 @pytest.fixture

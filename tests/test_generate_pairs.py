@@ -14,7 +14,7 @@ from signal_runs import assert_stopped_by_sigterm, line_count, signal_mid_run
 import dlst_plugin  # noqa: F401
 from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
 from dlst_plugin.cli.generate_pairs import main
-from dlst_plugin.lmdb_writer import read_meta_info, verify_lmdb
+from dlst_plugin.fileio.lmdb import read_meta_info, verify_lmdb
 
 
 def degrader_checkpoint(path, size=32):
@@ -103,7 +103,7 @@ def test_report_says_what_the_output_holds(checkpoint, tmp_path, capsys):
 def test_pair_left_half_written_by_a_larger_run_is_finished(checkpoint, tmp_path, capsys):
     """A kill between the degraded and the clean commit of a run with -n 5 left pair 4 in degraded.lmdb only;
     a rerun with -n 3 must not end with different key sets (SecondOrderFaceDataset refuses those)."""
-    from dlst_plugin.lmdb_writer import LmdbWriter
+    from dlst_plugin.fileio.lmdb import LmdbWriter
     assert main([str(checkpoint), str(tmp_path / 'ref'), '-n', '5']) == 0
     assert main([str(checkpoint), str(tmp_path / 'out'), '-n', '3']) == 0
     with LmdbWriter(tmp_path / 'out' / 'degraded.lmdb') as writer:

@@ -100,8 +100,8 @@ def test_component_crops_are_gfpgans_at_512_and_scale_with_smaller_faces():
 
 
 def test_misspelt_missing_and_streaming_keys_are_named():
+    from dlst_plugin.experiments.table1 import cell_options
     from dlst_plugin.models.gfpgan_recipe import check_gfpgan_options
-    from dlst_plugin.table1 import cell_options
     opt = cell_options('gfpgan_dl')
     check_gfpgan_options(opt)
     bad = copy.deepcopy(opt)
@@ -170,8 +170,8 @@ def test_one_iteration_trains_every_term_of_gfpgans_recipe(tmp_path):
 
 
 def test_missing_prior_vgg_and_arcface_files_stop_the_run_at_start(tmp_path, monkeypatch):
+    from dlst_plugin.experiments.table1 import cell_options
     from dlst_plugin.models.gfpgan_recipe import stop_if_files_missing
-    from dlst_plugin.table1 import cell_options
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('DLST_WEIGHTS_DIR', str(tmp_path / 'weights'))
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))

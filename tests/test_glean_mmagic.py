@@ -11,8 +11,8 @@ from test_checkpoints_mmagic import mmagic_generator_state
 
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
 from dlst_plugin.archs.stylegan2_layers import stylegan2_channels
-from dlst_plugin.glean_checkpoints import LEGACY_SIGNATURE
-from dlst_plugin.restorer_files import RestoreSetupError, load_restorer
+from dlst_plugin.checkpoints.glean_mmagic import LEGACY_SIGNATURE
+from dlst_plugin.loading.restorers import RestoreSetupError, load_restorer
 
 CONFIG = dict(in_size=16, out_size=32, num_style_feat=16, num_mlp=2, channel_multiplier=2, narrow=1 / 32,
               rrdb_channels=8, num_rrdbs=2, rrdb_growth_channels=4)
@@ -118,7 +118,7 @@ def test_spandrel_reads_the_mmagic_save(tmp_path):
 
 
 def test_dlst_restore_gives_the_same_faces_as_the_native_checkpoint(tmp_path):
-    from dlst_plugin.checkpoint_meta import network_metadata
+    from dlst_plugin.checkpoints.meta import network_metadata
     from dlst_plugin.cli.restore import main
     net = native()
     torch.save(srgan_save(mmagic_state(net)), tmp_path / 'glean_mmagic.pth')

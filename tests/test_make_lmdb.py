@@ -12,7 +12,7 @@ from helpers import REPO, subprocess_env
 from signal_runs import assert_stopped_by_sigterm, line_count, signal_mid_run
 
 from dlst_plugin.cli import make_lmdb
-from dlst_plugin.lmdb_writer import META_INFO, LmdbWriter, read_meta_info, verify_lmdb
+from dlst_plugin.fileio.lmdb import META_INFO, LmdbWriter, read_meta_info, verify_lmdb
 
 
 def _write_sources(root, count=6, seed=0):
@@ -126,7 +126,7 @@ def test_folder_of_only_unreadable_images_writes_no_lmdb_and_exits_1(tmp_path, c
 def test_read_only_lmdb_is_one_error_naming_it(tmp_path, capsys, monkeypatch):
     """Resuming into an LMDB this user may not write (lmdb raises ReadonlyError: EACCES); root may write
     anything, so the error lmdb gives an unprivileged user is raised for the write-mode open."""
-    import dlst_plugin.lmdb_writer as writer_module
+    import dlst_plugin.fileio.lmdb as writer_module
     _write_sources(tmp_path / 'src', count=2)
     dst = tmp_path / 'ro.lmdb'
     assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 0
@@ -157,7 +157,7 @@ def test_names_breaking_the_key_rule_stop_with_the_rule(tmp_path, capsys):
 
 
 def test_read_only_permissions_are_found_before_writing(tmp_path, capsys, monkeypatch):
-    import dlst_plugin.fileio as fileio
+    import dlst_plugin.fileio.atomic as fileio
     _write_sources(tmp_path / 'src', count=2)
     dst = tmp_path / 'ro.lmdb'
     assert make_lmdb.main(['-i', str(tmp_path / 'src'), '-o', str(dst), '--workers', '1']) == 0

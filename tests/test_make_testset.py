@@ -4,7 +4,7 @@ import pytest
 from test_collect_lq_faces import make_photo_folder, read_rows
 
 from dlst_plugin.cli import make_testset
-from dlst_plugin.lmdb_writer import read_meta_info, verify_lmdb
+from dlst_plugin.fileio.lmdb import read_meta_info, verify_lmdb
 
 
 @pytest.fixture

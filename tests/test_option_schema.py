@@ -80,7 +80,7 @@ def _st_options(tmp_path, **updates):
 
 def _degrader(tmp_path, size):
     from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-    from dlst_plugin.checkpoint_meta import network_metadata
+    from dlst_plugin.checkpoints.meta import network_metadata
     net_opt = {'type': 'CoupledStyleGAN2', 'out_size': size, 'num_style_feat': 32, 'num_mlp': 2,
                'channel_multiplier': 1, 'narrow': 1 / 32}
     net = CoupledStyleGAN2(**{k: v for k, v in net_opt.items() if k != 'type'})

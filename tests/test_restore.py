@@ -1,4 +1,4 @@
-"""dlst-restore and dlst_plugin.restoration: sample photos with a tiny random Skip-Transformer,
+"""dlst-restore and dlst_plugin.inference.face_restorer: sample photos with a tiny random Skip-Transformer,
 paste-back locality and feather scaling, and every bad-input case of the issue."""
 from pathlib import Path
 
@@ -9,8 +9,15 @@ import torch
 import yaml
 from helpers import REPO, SAMPLE_FACES, call_main, run
 
-from dlst_plugin import restoration
-from dlst_plugin.restoration import FaceRestorer, RestoreError, face_region, paste_back, resolve_device, to_bgr8
+from dlst_plugin.inference import face_restorer as restoration
+from dlst_plugin.inference.face_restorer import (
+    FaceRestorer,
+    RestoreError,
+    face_region,
+    paste_back,
+    resolve_device,
+    to_bgr8,
+)
 
 TINY_NETWORK = {'type': 'SkipTransformer', 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2,
                 'channel_multiplier': 1, 'narrow': 0.03125, 'attention': True}
@@ -283,7 +290,7 @@ def test_restore_without_opt_infers_a_checkpoint_without_metadata(tmp_path, tiny
 
 
 def test_safetensors_next_to_pth_is_preferred(tmp_path, tiny_model):
-    from dlst_plugin.checkpoints import write_safetensors
+    from dlst_plugin.checkpoints.reading import write_safetensors
     write_safetensors(torch.load(tiny_model[0])['params_ema'], tmp_path / 'net_g.safetensors')
     (tmp_path / 'net_g.pth').write_text('a stale copy, not weights\n')  # would fail if it were read
     code, stdout, stderr = run_main(['-i', SAMPLE_FACES / 'astronaut.png', '-o', tmp_path / 'out', '--model',

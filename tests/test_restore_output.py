@@ -3,7 +3,7 @@ read-only disk stops the run at the first failed write (exit 1, naming what was 
 file survives a failed photo.
 
 Tests run as root, where permissions stop no write, so the file system's refusals are faked where the
-plugin writes every file (``dlst_plugin.fileio._write_file``): half the bytes, then the OSError."""
+plugin writes every file (``dlst_plugin.fileio.atomic._write_file``): half the bytes, then the OSError."""
 import errno
 
 import cv2
@@ -12,9 +12,9 @@ import pytest
 from helpers import call_main
 from tiny_restorers import TINY_ST, save_training_checkpoint
 
-from dlst_plugin import fileio
 from dlst_plugin.cli.restore import main
-from dlst_plugin.restoration import FaceRestorer
+from dlst_plugin.fileio import atomic as fileio
+from dlst_plugin.inference.face_restorer import FaceRestorer
 
 MESSAGES = {errno.ENOSPC: 'No space left on device', errno.EROFS: 'Read-only file system',
             errno.ENAMETOOLONG: 'File name too long'}

@@ -8,7 +8,7 @@ from basicsr.data import build_dataset
 from helpers import face_crops
 
 import dlst_plugin  # noqa: F401
-from dlst_plugin.lmdb_writer import LmdbWriter
+from dlst_plugin.fileio.lmdb import LmdbWriter
 
 SIZE = 32
 

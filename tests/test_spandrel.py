@@ -16,9 +16,9 @@ try:
 except ImportError as err:  # a failure, not a skip: CI installs the extra (scripts/install.sh)
     raise ImportError(f"these tests need spandrel ({err}): pip install 'dlst-plugin[spandrel]'") from err
 
-from dlst_plugin.checkpoint_meta import SIGNATURES
+from dlst_plugin.checkpoints.meta import SIGNATURES
+from dlst_plugin.inference.face_restorer import FaceRestorer
 from dlst_plugin.integrations import spandrel as integration
-from dlst_plugin.restoration import FaceRestorer
 
 NETWORKS = {'st': TINY_ST, 'glean': TINY_GLEAN}
 NETWORK_TYPES = [net_opt['type'] for net_opt in NETWORKS.values()]

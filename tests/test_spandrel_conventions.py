@@ -59,7 +59,7 @@ def hyperparameter_diff(a, b):
 
 def missing_detection_keys(arch, state):
     """spandrel's detection debugging for a ``has_all`` condition: the signature keys ``state`` lacks."""
-    from dlst_plugin.checkpoint_meta import SIGNATURES
+    from dlst_plugin.checkpoints.meta import SIGNATURES
     return [key for key in SIGNATURES[arch.id] if key not in state]
 
 

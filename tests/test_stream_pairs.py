@@ -13,7 +13,7 @@ from helpers import REPO, face_crops, fill_option_paths, run, write_options
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-from dlst_plugin.checkpoint_meta import network_metadata
+from dlst_plugin.checkpoints.meta import network_metadata
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.models.pair_stream import PairStream
 

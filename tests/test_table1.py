@@ -12,9 +12,9 @@ import yaml
 from helpers import REPO, call_main, face_crops, run
 from table1_cells import component_file, tiny_arcface_file, tiny_table1_cell
 
-from dlst_plugin import table1
 from dlst_plugin.cli import table1 as table1_cli
 from dlst_plugin.cli.table1 import table_markdown
+from dlst_plugin.experiments import table1
 
 
 def test_shipped_option_files_are_written_from_the_grid():

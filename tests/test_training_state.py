@@ -92,7 +92,7 @@ def _model(models, states):
 
 @pytest.mark.parametrize('what', ['network', 'state'])
 def test_failed_save_stops_training_loudly(tmp_path, monkeypatch, what):
-    from dlst_plugin import training_state
+    from dlst_plugin.checkpoints import training_state
     monkeypatch.setattr(training_state, 'RETRY_DELAY_S', 0)
     blocker = tmp_path / 'a_file'
     blocker.write_text('')  # a file where the folder should be: every try fails

@@ -5,7 +5,7 @@ from basicsr.data import build_dataset
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.data.face_image_source import BadImageError
-from dlst_plugin.lmdb_writer import LmdbWriter
+from dlst_plugin.fileio.lmdb import LmdbWriter
 
 
 def opt(root, **changes):

@@ -28,7 +28,7 @@ def build(net_opt, seed=0):
 
 def training_checkpoint(net, net_opt):
     """What the plugin's training models save as ``net_g_*.pth`` (EMA and live weights, and ``meta``)."""
-    from dlst_plugin.checkpoint_meta import network_metadata
+    from dlst_plugin.checkpoints.meta import network_metadata
     state = net.state_dict()
     return {'params': state, 'params_ema': state, 'meta': network_metadata(net_opt)}
 

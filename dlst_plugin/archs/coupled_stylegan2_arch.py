@@ -48,7 +48,7 @@ class CoupledStyleGAN2(nn.Module):
         out_size, num_style_feat, num_mlp, channel_multiplier, resample_kernel, lr_mlp, narrow:
             as ``PureStyleGAN2Generator`` (they must match the pretrained checkpoint).
         pretrained (str | None): StyleGAN2 generator checkpoint, any layout
-            ``dlst_plugin.checkpoints`` reads; mapping, red and green all load
+            ``dlst_plugin.checkpoints.reading`` reads; mapping, red and green all load
             it (strictly: a checkpoint that does not fit raises, naming the keys). None: random
             initialisation (tests); green still starts as a copy of red.
         pretrained_layout (str): 'auto' or a layout name for the checkpoint reader.
@@ -105,7 +105,7 @@ class CoupledStyleGAN2(nn.Module):
 
     def load_stylegan2(self, path, layout='auto', channel_order=None):
         """Initialise mapping, red and green from one pretrained StyleGAN2 generator checkpoint."""
-        from dlst_plugin.checkpoints import load_into  # lazy: checkpoints imports the archs
+        from dlst_plugin.checkpoints.reading import load_into  # lazy: checkpoints imports the archs
         load_into(self.red, path, kind='generator', layout=layout, strict=True, channel_order=channel_order,
                   option='network_g.pretrained_channel_order')
         self.reset_green()

@@ -51,8 +51,7 @@ def load_clean_decoder(net, path, channel_order=None):
     weight, with a log line saying that the clean network resamples bilinearly, so the prior's images
     shift slightly above 4 px (fine-tuning absorbs it). ``channel_order='bgr'`` (``network_g.decoder_channel_order``)
     reads a prior trained on BGR images: its ToRGB outputs are swapped."""
-    from dlst_plugin.checkpoint_layouts import to_gfpgan_clean
-    from dlst_plugin.checkpoints import (
+    from dlst_plugin.checkpoints.reading import (
         CheckpointLayoutError,
         check_state,
         convert_network,
@@ -60,6 +59,7 @@ def load_clean_decoder(net, path, channel_order=None):
         read_checkpoint,
         swap_rgb_bgr,
     )
+    from dlst_plugin.checkpoints.stylegan2_layouts import to_gfpgan_clean
     decoder = net.stylegan_decoder
     ckpt = read_checkpoint(path)
     _, state, layout = find_network(ckpt, 'generator', name=str(path))

@@ -2,7 +2,7 @@
 latent bank (docs/mmagic.md#glean).
 
 Three parts, with MMagic's module names, so an MMagic GLEAN checkpoint loads with only its bank renamed
-(:mod:`dlst_plugin.glean_checkpoints`):
+(:mod:`dlst_plugin.checkpoints.glean_mmagic`):
 
 * ``encoder``: an ESRGAN trunk of ``num_rrdbs`` RRDBs at the input size and a conv to the bank's width
   (block 0); one block per halving (stride-2 conv + conv) down to 4 px; at 4 px a conv and a linear layer
@@ -93,7 +93,7 @@ class GLEANStyleGAN2(nn.Module):
         num_style_feat, num_mlp, channel_multiplier, narrow, lr_mlp: the StyleGAN2 bank's (``out_size`` px;
             MMagic: ``style_channels``, ``num_mlps``). Encoder, fusion and decoder widths are the bank's.
         rrdb_channels, num_rrdbs, rrdb_growth_channels: the encoder's RRDB trunk (MMagic: 64, 23, 32).
-        bank_load_path: pretrained StyleGAN2 generator checkpoint (any layout ``dlst_plugin.checkpoints``
+        bank_load_path: pretrained StyleGAN2 generator checkpoint (any layout ``dlst_plugin.checkpoints.reading``
             reads; ``bank_layout`` forces one) loaded into the bank. ``bank_channel_order``: 'rgb' or 'bgr'
             (a prior trained on BGR images, as MMagic's StyleGAN2 pipeline trains them: its ToRGB outputs are
             swapped on loading); unset = 'rgb', with a warning for an MMagic training save.
@@ -180,7 +180,7 @@ class GLEANStyleGAN2(nn.Module):
     def load_bank(self, path, layout='auto', channel_order=None):
         """Load a pretrained StyleGAN2 generator into the bank (a checkpoint that does not fit raises
         ``CheckpointLayoutError``, naming the keys)."""
-        from dlst_plugin.checkpoints import load_into
+        from dlst_plugin.checkpoints.reading import load_into
         detected = load_into(self.bank, path, kind='generator', layout=layout, channel_order=channel_order,
                              option='network_g.bank_channel_order')
         logger.info('GLEAN latent bank loaded from %s (%s layout)', path, detected)

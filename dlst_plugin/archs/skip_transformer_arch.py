@@ -120,7 +120,7 @@ class SkipTransformer(nn.Module):
         patch_sizes: {resolution: p} overrides of the default p = resolution / 8.
         skip_resolutions: decoder resolutions that get a skip layer (default: 8 ... out_size / 2,
             the paper's six at 512 px).
-        decoder_load_path: pretrained StyleGAN2 checkpoint (any layout ``dlst_plugin.checkpoints``
+        decoder_load_path: pretrained StyleGAN2 checkpoint (any layout ``dlst_plugin.checkpoints.reading``
             reads) loaded into the decoder. fix_decoder: freeze the decoder.
         decoder_channel_order: 'rgb' or 'bgr', the colour order the decoder's prior was trained on ('bgr':
             its ToRGB outputs are swapped on loading); unset = 'rgb', with a warning for an MMagic training
@@ -179,7 +179,7 @@ class SkipTransformer(nn.Module):
     def load_decoder(self, path, channel_order=None):
         """Load a pretrained StyleGAN2 generator into the decoder (BasicSR, rosinality, GFP-GAN clean or
         MMagic layout; a checkpoint that does not fit raises, naming the keys)."""
-        from dlst_plugin.checkpoints import load_into
+        from dlst_plugin.checkpoints.reading import load_into
         layout = load_into(self.decoder, path, kind='generator', channel_order=channel_order,
                            option='network_g.decoder_channel_order')
         logger.info('ST decoder loaded from %s (%s layout)', path, layout)

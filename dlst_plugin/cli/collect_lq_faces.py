@@ -13,7 +13,7 @@ from dlst_plugin.cli.common import add_positional_alias, make_parser, run_comman
 from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
 from dlst_plugin.faces.harvest import ERRORS_CSV, FACES_CSV, HarvestOptions, harvest
-from dlst_plugin.image_files import list_images
+from dlst_plugin.fileio.images import list_images
 
 EXAMPLE = ('example:\n  dlst-collect-lq-faces -i WIDER_train/images -o datasets/real_lq_faces.lmdb --size 512 '
            '--min-size 20')

@@ -107,7 +107,7 @@ def stop_on_sigterm():
     ``KeyboardInterrupt``, so the same ``finally`` blocks commit what was done. Further SIGTERMs are
     ignored while that cleanup runs. Off the main thread (where Python cannot set handlers) nothing changes.
 
-    Worker processes must not inherit the handler: :func:`dlst_plugin.lmdb_writer.worker_pool` gives its
+    Worker processes must not inherit the handler: :func:`dlst_plugin.fileio.lmdb.worker_pool` gives its
     workers the default SIGTERM (a quiet death when the pool is torn down) and ignores SIGINT in them."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -2,7 +2,7 @@
 layout, checked against a network built from the inferred size.
 
 Layouts read: ``basicsr``, ``rosinality``, ``gfpgan_clean`` and ``mmagic`` (see
-:mod:`dlst_plugin.checkpoints`); ``--layout`` forces one instead of detecting it. ``--channel-order bgr``
+:mod:`dlst_plugin.checkpoints.reading`); ``--layout`` forces one instead of detecting it. ``--channel-order bgr``
 converts a StyleGAN2 trained on BGR images (MMagic trains on BGR) to RGB: the generator's ToRGB outputs and
 the discriminator's from-RGB input are swapped; without the option an MMagic training save is warned about.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dlst_plugin.checkpoints import (
+from dlst_plugin.checkpoints.reading import (
     KINDS,
     LAYOUTS,
     CheckpointLayoutError,
@@ -31,7 +31,7 @@ from dlst_plugin.checkpoints import (
 )
 from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
 from dlst_plugin.errors import ConfigError, MissingFileError
-from dlst_plugin.fileio import atomic_torch_save
+from dlst_plugin.fileio.atomic import atomic_torch_save
 
 INFER_CONFIG = {'generator': infer_generator_config, 'discriminator': infer_discriminator_config}
 NUM_EXAMPLES = 6

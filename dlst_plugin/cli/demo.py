@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.cli.demo_data import DemoError, fill_options, make_photos, photos_with_faces, training_updates
-from dlst_plugin.fileio import atomic_write_text
+from dlst_plugin.fileio.atomic import atomic_write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / 'assets'
 DEFAULT_PHOTOS = Path('datasets') / 'samples' / 'faces'

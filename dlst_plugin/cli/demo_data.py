@@ -8,8 +8,8 @@ import numpy as np
 import yaml
 
 from dlst_plugin.errors import InputError
-from dlst_plugin.fileio import atomic_write_text
-from dlst_plugin.image_files import list_images
+from dlst_plugin.fileio.atomic import atomic_write_text
+from dlst_plugin.fileio.images import list_images
 
 # the in-the-wild photos: each face is made this wide (detector box, px), the size of real LQ faces in
 # crowd photos (paper 4.1: <= 40 px); aligned to the FFHQ template a face fills about 2x its box, so the

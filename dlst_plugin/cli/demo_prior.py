@@ -28,7 +28,7 @@ import numpy as np
 
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import InputError
-from dlst_plugin.fileio import atomic_torch_save, atomic_write_text
+from dlst_plugin.fileio.atomic import atomic_torch_save, atomic_write_text
 
 DETECT_SIDE = 256  # samples are upscaled (bicubic) to this side before detection
 MAPPING_STEPS, MAPPING_BATCH = 1500, 256
@@ -57,7 +57,7 @@ def target_faces(folder, size):
     """One face per source photo (its first variant), as a (K, 3, size, size) tensor in [-1, 1] (RGB)."""
     import torch
 
-    from dlst_plugin.image_files import list_images
+    from dlst_plugin.fileio.images import list_images
     chosen = {}
     for _, path in list_images(folder):
         chosen.setdefault(identity_of(path), path)
@@ -136,7 +136,7 @@ def draw_samples(checkpoint, option_file, count, seed):
     ``checkpoint=None``: from a randomly initialised generator (what the demo had before it had a prior)."""
     import torch
 
-    from dlst_plugin.checkpoints import load_into
+    from dlst_plugin.checkpoints.reading import load_into
     torch.manual_seed(seed)
     g = build_generator(option_file).eval()
     if checkpoint is not None:
@@ -161,7 +161,7 @@ def detection_scores(images, side=DETECT_SIDE):
 
 def reference_faces(folder, size, limit):
     """Up to ``limit`` real faces of ``folder``, resized to the generator's size (the samples' size)."""
-    from dlst_plugin.image_files import list_images
+    from dlst_plugin.fileio.images import list_images
     paths = [p for _, p in list_images(folder)][:limit]
     return [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_AREA)
             for p in paths]

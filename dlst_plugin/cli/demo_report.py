@@ -9,7 +9,7 @@ import numpy as np
 
 from dlst_plugin.cli.demo_data import REGION_METHODS
 from dlst_plugin.cli.demo_plots import fit_curve, plot_png, training_curves
-from dlst_plugin.image_files import list_images
+from dlst_plugin.fileio.images import list_images
 
 CSS = ('body{font-family:sans-serif;max-width:1150px;margin:auto;padding:0 1em}img{max-width:100%}'
        'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}'

@@ -30,13 +30,13 @@ import cv2
 import numpy as np
 import torch
 
-from dlst_plugin.checkpoint_meta import HEADER_KEY, META_KEY, network_metadata
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV, resolve_model_path
+from dlst_plugin.checkpoints.meta import HEADER_KEY, META_KEY, network_metadata
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, MissingPackageError
-from dlst_plugin.fileio import atomic_path, atomic_torch_save
-from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
-from dlst_plugin.restoration import RestoreSetupError, to_bgr8
-from dlst_plugin.restorer_files import face_sizes, load_restorer
+from dlst_plugin.fileio.atomic import atomic_path, atomic_torch_save
+from dlst_plugin.inference.face_restorer import RestoreSetupError, to_bgr8
+from dlst_plugin.loading.restorers import face_sizes, load_restorer
 
 ONNX_HINT = "pip install 'dlst-plugin[onnx]'"
 FORMATS = ('torchscript', 'onnx', 'safetensors', 'pth')
@@ -116,7 +116,7 @@ def export_onnx(net, x, check, reference, path, opset, meta):
 
 def export_weights(state, meta, path, fmt):
     """``NAME.safetensors`` (flat tensors, meta in the header) or ``NAME.pth`` (params_ema/params + meta)."""
-    from dlst_plugin.checkpoints import write_safetensors
+    from dlst_plugin.checkpoints.reading import write_safetensors
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     if fmt == 'safetensors':
         write_safetensors(state, path, meta)

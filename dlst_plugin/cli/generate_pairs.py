@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV, resolve_model_path
 from dlst_plugin.cli.common import (
     add_positional_alias,
     check_resume_settings,
@@ -32,11 +33,10 @@ from dlst_plugin.cli.common import (
     make_parser,
     run_command,
 )
-from dlst_plugin.degrader_files import load_degrader, weights_digest
 from dlst_plugin.devices import pick_device
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.fileio import atomic_write_text
-from dlst_plugin.model_files import WEIGHTS_ENV, resolve_model_path
+from dlst_plugin.fileio.atomic import atomic_write_text
+from dlst_plugin.loading.degraders import load_degrader, weights_digest
 
 SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
 LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is done once its clean face is in
@@ -140,7 +140,7 @@ def generate_batch(net, indices, seed, device):
 
 def write_pairs(net, todo, writers, args, device, desc):
     """Generate and store the pairs ``todo``; return how many were made."""
-    from dlst_plugin.lmdb_writer import encode_png
+    from dlst_plugin.fileio.lmdb import encode_png
     start, made = time.time(), 0
     with ThreadPoolExecutor(args.encode_threads) as encode, \
             tqdm(total=len(todo), unit='pair', desc=desc, dynamic_ncols=True) as bar:
@@ -175,7 +175,7 @@ def summary(folder, writers, mine, count, made, seconds):
 
 
 def run(args):
-    from dlst_plugin.lmdb_writer import LmdbWriter
+    from dlst_plugin.fileio.lmdb import LmdbWriter
     if args.count < 1 or args.batch_size < 1 or args.encode_threads < 1 or args.commit_every < 1:
         raise ConfigError('--count, --batch-size, --encode-threads and --commit-every must be at least 1')
     rank, world = shard_of(args)

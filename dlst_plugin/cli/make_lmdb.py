@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from dlst_plugin.cli.common import add_positional_alias, check_resume_settings, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
-from dlst_plugin.fileio import atomic_write_csv, atomic_write_text, check_writable
-from dlst_plugin.image_files import list_images
-from dlst_plugin.lmdb_writer import (
+from dlst_plugin.fileio.atomic import atomic_write_csv, atomic_write_text, check_writable
+from dlst_plugin.fileio.images import list_images
+from dlst_plugin.fileio.lmdb import (
     KEY_RULE,
     LMDB_FILES,
     LmdbWriter,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import ConfigError
-from dlst_plugin.fileio import atomic_write_bytes
+from dlst_plugin.fileio.atomic import atomic_write_bytes
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # What ships beside the code: folder inside the installed package -> the same folder in a checkout.

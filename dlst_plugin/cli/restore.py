@@ -24,13 +24,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dlst_plugin.checkpoints.files import resolve_model_path
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
-from dlst_plugin.fileio import atomic_write_bytes, check_can_write
-from dlst_plugin.image_files import IMAGE_EXTENSIONS, list_images
-from dlst_plugin.model_files import resolve_model_path
-from dlst_plugin.restoration import (
+from dlst_plugin.fileio.atomic import atomic_write_bytes, check_can_write
+from dlst_plugin.fileio.images import IMAGE_EXTENSIONS, list_images
+from dlst_plugin.inference.face_restorer import (
     DTYPES,
     SELECTIONS,
     STAGES,

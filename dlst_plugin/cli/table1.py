@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dlst_plugin import table1
 from dlst_plugin.cli.common import EXIT_CODES, HelpFormatter, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, InputError, MissingFileError
-from dlst_plugin.fileio import atomic_write_text
+from dlst_plugin.experiments import table1
+from dlst_plugin.fileio.atomic import atomic_write_text
 
 DEFAULT_DIR = Path('options') / 'table1'
 

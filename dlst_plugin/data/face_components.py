@@ -99,7 +99,7 @@ def _entry_boxes(entry):
 def read_component_file(path):
     """``{index: {part: (cx, cy, half_len)}}`` from a GFP-GAN component file (read with ``weights_only=True``);
     ConfigError naming the file and entry when it is not one."""
-    from dlst_plugin.checkpoints import read_checkpoint
+    from dlst_plugin.checkpoints.reading import read_checkpoint
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
         raw = read_checkpoint(path)
     boxes = {}

@@ -16,7 +16,7 @@ import numpy as np
 from basicsr.utils import FileClient, get_root_logger
 
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.image_files import IMAGE_EXTENSIONS, list_images
+from dlst_plugin.fileio.images import IMAGE_EXTENSIONS, list_images
 
 BACKENDS = ('disk', 'lmdb')
 
@@ -34,7 +34,7 @@ def _bad_image(path, reason):
 
 
 def scan_image_folder(root):
-    """Relative paths of the image files under ``root`` (recursive, sorted; :mod:`dlst_plugin.image_files`)."""
+    """Relative paths of the image files under ``root`` (recursive, sorted; :mod:`dlst_plugin.fileio.images`)."""
     return [rel.replace('/', os.sep) for rel, _ in list_images(root)]
 
 

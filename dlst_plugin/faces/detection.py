@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dlst_plugin.checkpoints.files import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV, resolve_weights_dir  # noqa: F401
 from dlst_plugin.errors import ConfigError, MissingFileError, MissingPackageError
-from dlst_plugin.model_files import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV, resolve_weights_dir  # noqa: F401
 
 MIN_BOX_SIDE = 1.0  # px: a smaller box is no face
 LANDMARK_SLACK = 0.5  # landmarks may lie this many box sides outside their box
@@ -224,8 +224,8 @@ class RetinaFaceDetector:
         path = retinaface_weights_path(network, weights_dir)  # before importing anything: fail fast, offline
         import torch
 
-        from dlst_plugin.checkpoints import strip_module_prefix
-        from dlst_plugin.model_files import load_checkpoint
+        from dlst_plugin.checkpoints.files import load_checkpoint
+        from dlst_plugin.checkpoints.reading import strip_module_prefix
         try:
             from facexlib.detection.retinaface import RetinaFace
         except ImportError as err:

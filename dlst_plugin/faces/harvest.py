@@ -6,7 +6,7 @@ with a margin -> bicubic resize to the output size -> align to the FFHQ template
 landmarks follow the crop and the resize, so the face is detected once, in the photo.
 
 Output goes to a folder of PNGs or, when the destination ends in ``.lmdb``, to an LMDB
-(:class:`dlst_plugin.lmdb_writer.LmdbWriter`). Beside the faces: ``faces.csv`` (one row per
+(:class:`dlst_plugin.fileio.lmdb.LmdbWriter`). Beside the faces: ``faces.csv`` (one row per
 face), ``errors.csv`` (photos that could not be read or processed) and ``done.txt`` (photos
 finished; a rerun skips them, so an interrupted run resumes without duplicates).
 """
@@ -24,8 +24,8 @@ from tqdm import tqdm
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face
 from dlst_plugin.faces.detection import build_detector
-from dlst_plugin.fileio import atomic_write_bytes, atomic_write_csv, check_writable
-from dlst_plugin.lmdb_writer import LmdbWriter, encode_png, image_shape, is_lmdb_dir, sanitize_key, worker_pool
+from dlst_plugin.fileio.atomic import atomic_write_bytes, atomic_write_csv, check_writable
+from dlst_plugin.fileio.lmdb import LmdbWriter, encode_png, image_shape, is_lmdb_dir, sanitize_key, worker_pool
 
 FACES_CSV, ERRORS_CSV, DONE_TXT = 'faces.csv', 'errors.csv', 'done.txt'
 CSV_FIELDS = ['key', 'source', 'face_index', 'x1', 'y1', 'x2', 'y2', 'width', 'height', 'score'] + [

@@ -17,7 +17,7 @@ for ours, nor ours for them. GLEAN checkpoints saved by MMagic (``GLEANStyleGANv
 editor, under ``generator.`` / ``generator_ema.``) are converted to the plugin's layout on loading. spandrel
 hands an architecture only the weights (it unwraps ``params_ema`` / ``params`` / ``state_dict`` and drops the
 rest, ``meta`` included), so the network's options come from the tensor shapes and the Skip-Transformer's
-``attention_patch_sizes`` buffer (:mod:`dlst_plugin.checkpoint_meta`); the built network's
+``attention_patch_sizes`` buffer (:mod:`dlst_plugin.checkpoints.meta`); the built network's
 ``hyperparameters`` hold them, as spandrel's own architectures do.
 
 The descriptor's ``call_fn`` keeps spandrel's contract (RGB in [0, 1] in and out) and converts to the
@@ -38,14 +38,14 @@ except ImportError as err:
 
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2  # noqa: E402
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer  # noqa: E402
-from dlst_plugin.checkpoint_meta import SIGNATURES, check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
-from dlst_plugin.glean_checkpoints import (  # noqa: E402
+from dlst_plugin.checkpoints.glean_mmagic import (  # noqa: E402
     EDITOR_PREFIXES,
     MMAGIC_SIGNATURE,
     editor_network,
     find_mmagic_glean,
     glean_from_mmagic,
 )
+from dlst_plugin.checkpoints.meta import SIGNATURES, check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
 
 __all__ = ['ARCHITECTURES', 'GLEANStyleGAN2Arch', 'SkipTransformerArch', 'install']
 

@@ -18,8 +18,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV, resolve_weights_dir
 from dlst_plugin.errors import ConfigError, MissingFileError
-from dlst_plugin.model_files import WEIGHTS_ENV, resolve_weights_dir
 
 VGG_WEIGHT_FILES = {'vgg16': 'vgg16-397923af.pth', 'vgg19': 'vgg19-dcbb9e9d.pth'}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +54,7 @@ def _vgg_features(vgg_type):
 
 
 def _load_features(features, path):
-    from dlst_plugin.checkpoints import read_checkpoint
+    from dlst_plugin.checkpoints.reading import read_checkpoint
     state = read_checkpoint(path)  # weights_only=True; a text or truncated file is one error naming it
     if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
         state = state['state_dict']

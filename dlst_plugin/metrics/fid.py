@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV, load_checkpoint, resolve_weights_dir
 from dlst_plugin.errors import MissingFileError
-from dlst_plugin.fileio import atomic_path
+from dlst_plugin.fileio.atomic import atomic_path
 from dlst_plugin.metrics.images import EvaluationError, EvaluationSetupError
-from dlst_plugin.model_files import WEIGHTS_ENV, load_checkpoint, resolve_weights_dir
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 FID_WEIGHTS_URL = f'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}'

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.image_files import IMAGE_EXTENSIONS, is_image_file, list_files
+from dlst_plugin.fileio.images import IMAGE_EXTENSIONS, is_image_file, list_files
 
 IMAGE_FORMAT = 'OpenCV imread IMREAD_COLOR: 8-bit BGR, gray expanded to 3 channels, alpha dropped'
 

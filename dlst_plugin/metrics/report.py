@@ -12,7 +12,7 @@ import math
 
 import cv2
 
-from dlst_plugin.fileio import atomic_write_text
+from dlst_plugin.fileio.atomic import atomic_write_text
 
 # metric key -> (column label, lower is better); the order of the table's columns
 METRIC_COLUMNS = {

@@ -213,7 +213,7 @@ class AdversarialModel(BaseModel):
         from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
         strict = self.opt['path'].get('strict_load_d', True)
         if isinstance(net_d, PureStyleGAN2Discriminator):
-            from dlst_plugin.checkpoints import load_into
+            from dlst_plugin.checkpoints.reading import load_into
             layout = load_into(net_d, path, kind='discriminator', strict=strict,
                                channel_order=self.opt['path'].get('channel_order_d'), option='path.channel_order_d')
             self.logger.info(f'Loaded the discriminator from {path} ({layout} layout).')
@@ -344,8 +344,8 @@ class AdversarialModel(BaseModel):
     # --- checkpoints ----------------------------------------------------------------------------
     def network_meta(self, net_label):
         """The ``meta`` entry saved with ``net_label``'s files (BasicSR's patched ``save_network`` asks): the
-        arch and its options, so the file alone rebuilds the network (``dlst_plugin.checkpoint_meta``)."""
-        from dlst_plugin.checkpoint_meta import network_metadata
+        arch and its options, so the file alone rebuilds the network (``dlst_plugin.checkpoints.meta``)."""
+        from dlst_plugin.checkpoints.meta import network_metadata
         net_opt = self.opt.get(f'network_{net_label[len("net_"):]}')
         return network_metadata(net_opt) if net_opt and 'type' in net_opt else None
 

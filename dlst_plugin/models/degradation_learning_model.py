@@ -28,7 +28,7 @@ class DegradationLearningModel(AdversarialModel):
 
     Options (besides BasicSR's usual ones): ``network_g`` (CoupledStyleGAN2), ``network_d``
     (PureStyleGAN2Discriminator; ``num_frozen_blocks`` defaults to every block above 32 px),
-    ``path.pretrain_network_d`` (any layout ``dlst_plugin.checkpoints`` reads), and in ``train``:
+    ``path.pretrain_network_d`` (any layout ``dlst_plugin.checkpoints.reading`` reads), and in ``train``:
     ``pixel_opt``, ``perceptual_opt`` (the pooled VGG19 term; ``vgg_opt`` is its former name),
     ``gan_opt`` (required), ``optim_g``/``optim_d``, ``ema_decay``, ``r1_reg_weight`` and
     ``net_d_reg_every`` (R1 on real LQ faces, lazily every N iterations; weight 0 turns it off),

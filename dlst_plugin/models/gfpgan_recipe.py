@@ -111,6 +111,6 @@ class GFPGANRecipe(GFPGANModel):
         self.mouths = _crops(self.output, self.loc_mouths, mouth)
 
     def network_meta(self, net_label):
-        from dlst_plugin.checkpoint_meta import network_metadata
+        from dlst_plugin.checkpoints.meta import network_metadata
         net_opt = self.opt.get(f'network_{net_label[len("net_"):]}')
         return network_metadata(net_opt) if net_opt and 'type' in net_opt else None

@@ -50,7 +50,7 @@ class PairStream:
         self.cfg = degradation_recipe(opt)
         self.seed = int(opt.seed if opt.seed is not None else default_seed)
         self.device, self.rank = device, rank
-        from dlst_plugin.degrader_files import load_degrader
+        from dlst_plugin.loading.degraders import load_degrader
         self.degrader = load_degrader(opt.degrader, f'{WHERE}.degrader', options=opt.network, device=device)[0]
         self.pool = None  # (lq, gt) tensors of the pool once it holds pairs
         self.pool_count = 0
@@ -141,8 +141,8 @@ def degradation_recipe(opt):
 def degrader_size_problem(path, network=None, restorer_size=None):
     """``[problem]`` when ``path`` is no readable degrader checkpoint or draws faces of another size than the
     restorer's ``out_size`` (read from its options, meta or shapes; nothing is built), else ``[]``."""
-    from dlst_plugin.degrader_files import EXPECTED_DEGRADER, degrader_options, degrader_weights
-    from dlst_plugin.model_files import load_checkpoint
+    from dlst_plugin.checkpoints.files import load_checkpoint
+    from dlst_plugin.loading.degraders import EXPECTED_DEGRADER, degrader_options, degrader_weights
     where = f'{WHERE}.degrader'
     try:
         ckpt = load_checkpoint(path, EXPECTED_DEGRADER, flag=where)

@@ -75,8 +75,8 @@ def check_launch(argv, is_train):
     Another project's run gets its findings as warnings (stderr now, its log file once BasicSR opens it)."""
     import os
 
+    from dlst_plugin.checkpoints.training_state import report
     from dlst_plugin.errors import ConfigError
-    from dlst_plugin.training_state import report
     try:
         opt, problems, plugin_run = check_command_line(argv, is_train)
     except ConfigError as err:

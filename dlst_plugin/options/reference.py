@@ -152,7 +152,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     text = sections()
     if args.write:
-        from dlst_plugin.fileio import atomic_write_text
+        from dlst_plugin.fileio.atomic import atomic_write_text
         atomic_write_text(DOC, text)
         print(f'wrote {DOC}')
     elif args.check:

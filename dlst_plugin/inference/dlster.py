@@ -9,7 +9,7 @@ DL-ST checkpoint by swapping one class::
                                                                         only_center_face=False, paste_back=True)
 
 Images are BGR uint8 (grey, BGRA and 16-bit inputs are converted to 8-bit BGR first, as GFPGANer does), and
-so are the results. It is :class:`~dlst_plugin.restoration.FaceRestorer` underneath (YuNet or RetinaFace,
+so are the results. It is :class:`~dlst_plugin.inference.face_restorer.FaceRestorer` underneath (YuNet or RetinaFace,
 FFHQ alignment, feathered paste-back): the same faces as ``dlst-restore`` gives, no second code path.
 
 Arguments GFP-GAN defines and what they do here:
@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dlst_plugin.restoration import FaceRestorer, RestoreSetupError, to_bgr8
+from dlst_plugin.inference.face_restorer import FaceRestorer, RestoreSetupError, to_bgr8
 
 GFPGAN_ARCHS = ('clean', 'original', 'bilinear', 'RestoreFormer')  # GFPGANer's arch names
 MIN_EYE_DISTANCE = 5  # px: GFPGANer's eye_dist_threshold

@@ -24,8 +24,8 @@ import lmdb
 import numpy as np
 
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.fileio import atomic_write_text, check_writable
-from dlst_plugin.image_files import list_images  # noqa: F401  (re-exported: the one folder scan)
+from dlst_plugin.fileio.atomic import atomic_write_text, check_writable
+from dlst_plugin.fileio.images import list_images  # noqa: F401  (re-exported: the one folder scan)
 
 META_INFO = 'meta_info.txt'
 LMDB_FILES = ('data.mdb', 'lock.mdb', META_INFO)

@@ -1,8 +1,8 @@
-"""Key tables of the StyleGAN2 checkpoint layouts :mod:`dlst_plugin.checkpoints` reads, and the
+"""Key tables of the StyleGAN2 checkpoint layouts :mod:`dlst_plugin.checkpoints.reading` reads, and the
 functions that rename (and, for ``gfpgan_clean``, rescale) one network's state dict into BasicSR's
 layout.
 
-Each converter returns the keyword arguments of :class:`dlst_plugin.checkpoints.Conversion`
+Each converter returns the keyword arguments of :class:`dlst_plugin.checkpoints.reading.Conversion`
 (``state``, ``renamed``, ``dropped``, ``rescaled``, ``extras``). Keys no rule knows keep their
 name, so a foreign key is reported as unexpected by the later shape check instead of vanishing.
 """

@@ -7,8 +7,8 @@ caller override whatever the file says (they are sampling settings, not weights)
 """
 import hashlib
 
+from dlst_plugin.checkpoints.files import load_checkpoint
 from dlst_plugin.errors import ConfigError
-from dlst_plugin.model_files import load_checkpoint
 
 EXPECTED_DEGRADER = ('a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and '
                      'green.* weights')
@@ -23,14 +23,14 @@ def degrader_weights(ckpt, weights, source, path):
     if not isinstance(state, dict) or not any(str(k).startswith('green.') for k in state):
         raise ConfigError(f'{source} {path} is not a degrader checkpoint (no green.* weights under {weights!r}); '
                           f'expected {EXPECTED_DEGRADER}')
-    from dlst_plugin.checkpoints import strip_module_prefix
+    from dlst_plugin.checkpoints.reading import strip_module_prefix
     return strip_module_prefix(state)
 
 
 def degrader_options(ckpt, state, options=None):
     """``CoupledStyleGAN2`` keyword arguments: ``options``, else the file's meta, else inferred from shapes."""
-    from dlst_plugin.checkpoint_meta import read_metadata
-    from dlst_plugin.checkpoints import infer_generator_config, sub_state
+    from dlst_plugin.checkpoints.meta import read_metadata
+    from dlst_plugin.checkpoints.reading import infer_generator_config, sub_state
     meta = read_metadata(ckpt)
     if options:
         chosen = dict(options)
@@ -46,7 +46,7 @@ def load_degrader(path, source='--model', weights='params_ema', options=None, de
     it was loaded from. ``source`` (a flag or option key) names the setting at fault in every error;
     ``sampling`` (``truncation``, ``mixing_prob``) overrides the file's sampling settings."""
     from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     ckpt = load_checkpoint(path, EXPECTED_DEGRADER, flag=source)
     state = degrader_weights(ckpt, weights, source, path)
     try:

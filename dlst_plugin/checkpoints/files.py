@@ -1,7 +1,7 @@
 """Checkpoints and weight files named by a flag (``--model``, ``--inception-weights``, detector weights):
 where a bare file name is looked up (and ``X.safetensors`` beside ``X.pth``), and one clear configuration
 error when the file is missing, is not a checkpoint or is truncated. The reading itself is
-:func:`dlst_plugin.checkpoints.read_checkpoint` (``torch.load(weights_only=True)``, or safetensors), the one
+:func:`dlst_plugin.checkpoints.reading.read_checkpoint` (``torch.load(weights_only=True)``, or safetensors), the one
 checkpoint reader of the plugin."""
 import os
 from pathlib import Path
@@ -51,7 +51,7 @@ def _existing(path):
 def load_checkpoint(path, expected, flag='--model'):
     """The dict a checkpoint holds, read by ``read_checkpoint``; a missing or unreadable file is one
     :class:`~dlst_plugin.errors.ConfigError` line naming ``flag``, the file and what was ``expected``."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint
     where = f'{flag} ' if flag else ''
     if Path(path).is_dir():
         raise ConfigError(f'{where}{path} is a folder, not a checkpoint file; expected {expected}')

@@ -1,22 +1,22 @@
 """Restorer networks from checkpoint files (``.pth`` or ``.safetensors``): which network a file holds, built
-and loaded strictly. Shared by ``dlst-restore``, ``dlst-export``, :class:`~dlst_plugin.dlster.DLSTer` and
-:class:`~dlst_plugin.restoration.FaceRestorer`.
+and loaded strictly. Shared by ``dlst-restore``, ``dlst-export``, :class:`~dlst_plugin.inference.dlster.DLSTer` and
+:class:`~dlst_plugin.inference.face_restorer.FaceRestorer`.
 
 Which network: an option file's ``network_g`` when one is given (it overrides everything), else the
-checkpoint's ``meta`` entry, else what its keys and tensor shapes say (:mod:`dlst_plugin.checkpoint_meta`).
+checkpoint's ``meta`` entry, else what its keys and tensor shapes say (:mod:`dlst_plugin.checkpoints.meta`).
 A GLEAN checkpoint saved by MMagic (``GLEANStyleGANv2`` in its ``SRGAN`` editor) is read into
-``GLEANStyleGAN2``'s layout first (:mod:`dlst_plugin.glean_checkpoints`).
+``GLEANStyleGAN2``'s layout first (:mod:`dlst_plugin.checkpoints.glean_mmagic`).
 """
 import copy
 from pathlib import Path
 
 import torch
 
+from dlst_plugin.checkpoints.files import load_checkpoint
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.model_files import load_checkpoint
 
 # network_g of the paper's 512 px Skip-Transformer, shipped inside the package (read_network_options())
-DEFAULT_OPT = Path(__file__).resolve().parent / 'assets' / 'restore_default.yml'
+DEFAULT_OPT = Path(__file__).resolve().parents[1] / 'assets' / 'restore_default.yml'
 CHECKPOINT_KEYS = ('params_ema', 'params')  # BasicSR net_g_*.pth: the EMA weights first
 EXPECTED_CHECKPOINT = ('a restorer checkpoint (.pth: a dict with params_ema or params, as BasicSR saves, or '
                        "MMagic's GLEAN save; or .safetensors)")
@@ -34,7 +34,7 @@ class RestoreSetupError(ConfigError, RestoreError):
 def read_network_options(opt_path=None):
     """``network_g`` of a BasicSR option file (default: the packaged ``assets/restore_default.yml``, the
     512 px Skip-Transformer), with the files it was initialised from set to None (the checkpoint holds them)."""
-    from dlst_plugin.checkpoint_meta import INIT_FILE_KEYS
+    from dlst_plugin.checkpoints.meta import INIT_FILE_KEYS
     from dlst_plugin.options.file import read_option_file
     path = Path(opt_path) if opt_path else DEFAULT_OPT
     if not path.is_file():
@@ -58,8 +58,8 @@ def read_network_options(opt_path=None):
 def split_checkpoint(ckpt):
     """(state dict, meta or None) of a loaded checkpoint: MMagic's GLEAN converted, else ``params_ema``, else
     ``params``, else the file as a state dict, without ``module.`` prefixes."""
-    from dlst_plugin.checkpoint_meta import META_KEY, read_metadata
-    from dlst_plugin.glean_checkpoints import read_mmagic_glean
+    from dlst_plugin.checkpoints.glean_mmagic import read_mmagic_glean
+    from dlst_plugin.checkpoints.meta import META_KEY, read_metadata
     mmagic = read_mmagic_glean(ckpt)
     if mmagic is not None:
         return mmagic[0], None  # MMagic's meta describes its training run, not this network
@@ -70,15 +70,15 @@ def split_checkpoint(ckpt):
     state = next((ckpt[k] for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), dict)), None)
     if state is None:
         state = {k: v for k, v in ckpt.items() if k != META_KEY}
-    from dlst_plugin.checkpoints import strip_module_prefix
+    from dlst_plugin.checkpoints.reading import strip_module_prefix
     return strip_module_prefix(state), meta
 
 
 def _editor_restorer(ckpt):
     """One of the plugin's restorers trained in MMagic's ``SRGAN`` editor (``options/mmagic/``): mmengine's
     ``state_dict`` with the network under ``generator.`` (or an EMA prefix); None otherwise."""
-    from dlst_plugin.checkpoint_meta import SIGNATURES
-    from dlst_plugin.glean_checkpoints import editor_network
+    from dlst_plugin.checkpoints.glean_mmagic import editor_network
+    from dlst_plugin.checkpoints.meta import SIGNATURES
     container = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
     if not isinstance(container, dict):
         return None
@@ -91,8 +91,8 @@ def _editor_restorer(ckpt):
 
 def load_restorer_state(path):
     """(state dict, meta or None) of a restorer checkpoint file; RestoreSetupError naming it when unreadable."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError
-    from dlst_plugin.glean_checkpoints import check_not_legacy
+    from dlst_plugin.checkpoints.glean_mmagic import check_not_legacy
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     try:
         state, meta = split_checkpoint(load_checkpoint(path, EXPECTED_CHECKPOINT))
         check_not_legacy(state, f'--model {path}')
@@ -109,8 +109,8 @@ def load_state_dict(path):
 def network_options_for(state, meta, opt=None, name='checkpoint'):
     """The ``network_g`` block to build: ``opt``'s (an option file) when given, else ``meta``'s, else inferred
     from the shapes of ``state``."""
-    from dlst_plugin.checkpoint_meta import NOT_RESTORERS, infer_network_options, network_options
-    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.checkpoints.meta import NOT_RESTORERS, infer_network_options, network_options
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     if opt:
         return read_network_options(opt)
     if meta is not None:

@@ -1,7 +1,7 @@
 """Training checkpoints that a kill cannot corrupt, and ``--auto_resume`` from the newest complete one.
 
 Saving (``compat.patch_save_network`` / ``patch_save_training_state``): every ``models/net_*_N.pth`` and
-``training_states/N.state`` is written through :func:`dlst_plugin.fileio.atomic_torch_save`, so a reader
+``training_states/N.state`` is written through :func:`dlst_plugin.fileio.atomic.atomic_torch_save`, so a reader
 sees the previous file or the new one, never a truncated one. A save that still fails after
 :data:`RETRIES` tries stops training with :class:`CheckpointSaveError` (BasicSR logged "Just ignore it"
 and trained on without a checkpoint). The networks of iteration N are saved before ``N.state``.
@@ -37,7 +37,7 @@ class CheckpointSaveError(DLSTError, OSError):
 def save_with_retries(obj, path, what, log_warning):
     """``atomic_torch_save(obj, path)``, tried :data:`RETRIES` times; then :class:`CheckpointSaveError` (in
     another project's run, BasicSR's warning, and the run goes on)."""
-    from dlst_plugin.fileio import atomic_torch_save
+    from dlst_plugin.fileio.atomic import atomic_torch_save
     for attempt in range(1, RETRIES + 1):
         try:
             atomic_torch_save(obj, path)
@@ -59,7 +59,7 @@ def save_with_retries(obj, path, what, log_warning):
 
 def network_state(model, nets, param_keys):
     """BasicSR's ``save_network`` dict: ``{param_key: state dict on the CPU, without 'module.'}``."""
-    from dlst_plugin.checkpoints import strip_module_prefix
+    from dlst_plugin.checkpoints.reading import strip_module_prefix
     nets = nets if isinstance(nets, list) else [nets]
     param_keys = param_keys if isinstance(param_keys, list) else [param_keys]
     if len(nets) != len(param_keys):
@@ -70,7 +70,7 @@ def network_state(model, nets, param_keys):
 
 def save_network(model, nets, net_label, current_iter, param_keys, log_warning, meta=None):
     """Write ``models/<net_label>_<iter or latest>.pth`` atomically (retried), with ``meta`` when given."""
-    from dlst_plugin.checkpoint_meta import META_KEY
+    from dlst_plugin.checkpoints.meta import META_KEY
     label = 'latest' if current_iter == -1 else current_iter
     path = osp.join(model.opt['path']['models'], f'{net_label}_{label}.pth')
     saved = network_state(model, nets, param_keys)
@@ -82,7 +82,7 @@ def save_network(model, nets, net_label, current_iter, param_keys, log_warning, 
 def load_network(model, net, load_path, strict, param_key, logger):
     """Load ``load_path``'s ``param_key`` entry (``params`` when it lacks that one) into ``net``, read with
     ``weights_only=True``; a file that is not a network checkpoint is one :class:`InputError` naming it."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError, read_checkpoint, strip_module_prefix
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint, strip_module_prefix
     net = model.get_bare_model(net)
     expected = 'expected a network checkpoint saved by BasicSR (a dict of tensors under "params")'
     try:
@@ -127,7 +127,7 @@ def resumed_network_files(opt, resume_iter):
 
 def state_problems(opt, path):
     """``(state, [])`` when ``path`` and the networks of its iteration are complete, else ``(None, [why])``."""
-    from dlst_plugin.checkpoints import read_checkpoint
+    from dlst_plugin.checkpoints.reading import read_checkpoint
     try:
         state = read_training_state(path)
     except Exception as err:  # truncated (EOFError/RuntimeError), not a zip, unpickling refused, ...

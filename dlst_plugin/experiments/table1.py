@@ -172,7 +172,7 @@ HEADER = """# Table 1 of the paper, cell {cell}: {arch} trained on {data}.
 {recipe}
 # batch_size_per_gpu is the recipe's, which ran on {gpus} GPU(s); its total batch on as many processes:
 #   dlst-table1 train {cell} --nproc {gpus}       (or: dlst-train -opt options/table1/{cell}.yml)
-# Written by `dlst-table1 options` from dlst_plugin/table1.py: edit that module (or copy this file) rather
+# Written by `dlst-table1 options` from dlst_plugin/experiments/table1.py: edit that module (or copy this file) rather
 # than this file, so the two cells of a row keep the same recipe.
 # Paths a user must provide: the StyleGAN2 prior and its discriminator (GFP-GAN's
 # StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth and its _D file, or any layout the plugin reads), FFHQ

@@ -2,13 +2,13 @@
 
 ``GLEANStyleGAN2`` names its encoder, fusion and decoder modules as MMagic's ``GLEANStyleGANv2`` does, so
 only the latent bank is renamed: MMagic keeps it under ``generator.`` in its own StyleGANv2 layout, the
-plugin under ``bank.`` in BasicSR's (:func:`dlst_plugin.checkpoint_layouts.from_mmagic`; its fixed FIR
+plugin under ``bank.`` in BasicSR's (:func:`dlst_plugin.checkpoints.stylegan2_layouts.from_mmagic`; its fixed FIR
 kernels are dropped). MMagic saves the trained GLEAN inside its ``SRGAN`` editor: under ``generator.``, or
 ``generator_ema.`` / ``generator_ema.module.`` when an EMA copy is kept (preferred), in mmengine's
 ``state_dict`` or at the top level. A bare ``GLEANStyleGANv2.state_dict()`` is read too.
 """
-from dlst_plugin.checkpoint_layouts import from_mmagic
-from dlst_plugin.checkpoints import CheckpointLayoutError, strip_module_prefix, sub_state
+from dlst_plugin.checkpoints.reading import CheckpointLayoutError, strip_module_prefix, sub_state
+from dlst_plugin.checkpoints.stylegan2_layouts import from_mmagic
 
 # keys that only a GLEANStyleGANv2 state dict holds: its RRDB trunk and its StyleGANv2 bank
 MMAGIC_SIGNATURE = ('encoder.0.0.conv_first.weight', 'encoder.0.1.weight', 'fusion_out.0.weight',

@@ -1,6 +1,6 @@
 """Read StyleGAN2 checkpoints of the common layouts into BasicSR's layout (docs/design.md#stylegan2).
 
-Layouts (their key tables live in :mod:`dlst_plugin.checkpoint_layouts`):
+Layouts (their key tables live in :mod:`dlst_plugin.checkpoints.stylegan2_layouts`):
 
 - ``basicsr``: BasicSR / GFP-GAN ``StyleGAN2Generator``/``Discriminator``, the layout of
   ``PureStyleGAN2Generator``/``Discriminator``;
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from dlst_plugin.checkpoint_layouts import (
+from dlst_plugin.checkpoints.stylegan2_layouts import (
     CONTAINER_KEYS,
     KINDS,
     LAYOUTS,
@@ -111,7 +111,7 @@ def read_checkpoint(path):
 
 def read_safetensors(path):
     """A ``.safetensors`` file as :func:`read_checkpoint` returns it (CPU tensors)."""
-    from dlst_plugin.checkpoint_meta import META_KEY, metadata_from_header
+    from dlst_plugin.checkpoints.meta import META_KEY, metadata_from_header
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:  # a core dependency: only a broken install gets here
@@ -133,8 +133,8 @@ def write_safetensors(state, path, meta=None):
     """Write ``state`` (a flat dict of tensors) to ``path`` atomically, ``meta`` JSON-encoded in the header."""
     from safetensors.torch import save_file
 
-    from dlst_plugin.checkpoint_meta import header_metadata
-    from dlst_plugin.fileio import atomic_path
+    from dlst_plugin.checkpoints.meta import header_metadata
+    from dlst_plugin.fileio.atomic import atomic_path
     tensors, seen = {}, set()
     for key, value in state.items():
         value = value.detach().to('cpu').contiguous()

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from dlst_plugin.archs.face_input import first_output
+from dlst_plugin.checkpoints.files import load_checkpoint, resolve_model_path  # noqa: F401  (re-exported)
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face, inverse_affine, transform_points
 from dlst_plugin.faces.detection import build_detector
-from dlst_plugin.model_files import load_checkpoint, resolve_model_path  # noqa: F401  (re-exported)
-from dlst_plugin.restorer_files import (  # noqa: F401  (re-exported: the loading half of this module)
+from dlst_plugin.loading.restorers import (  # noqa: F401  (re-exported: the loading half of this module)
     CHECKPOINT_KEYS,
     DEFAULT_OPT,
     DTYPES,

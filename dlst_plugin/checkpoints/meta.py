@@ -20,7 +20,7 @@ else leaves no trace in the shapes (``lr_mlp``) takes its default.
 import json
 import logging
 
-from dlst_plugin.checkpoints import key_indices, sub_state
+from dlst_plugin.checkpoints.reading import key_indices, sub_state
 
 META_KEY = 'meta'
 FORMAT = 1
@@ -86,7 +86,7 @@ def header_metadata(meta):
 
 def metadata_from_header(header, name='checkpoint'):
     """``meta`` from a safetensors header (None when it has none); a damaged entry is an error naming the file."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     text = (header or {}).get(HEADER_KEY)
     if text is None:
         return None
@@ -108,7 +108,7 @@ def detect_arch(state):
 
 def _encoder_narrow(widths, reference, name):
     """``encoder_narrow`` such that ``max(1, int(reference[r] * it)) == widths[r]`` at every resolution."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     for res in sorted(widths, key=lambda r: -reference[r]):
         guess = widths[res] / reference[res]
         if all(max(1, int(reference[r] * guess)) == w for r, w in widths.items()):
@@ -122,7 +122,7 @@ def _stylegan(state, prefix, name, multiplier):
     """(StyleGAN2 options, its widths) of the sub-network under ``prefix``; ``multiplier``: the arch's default
     channel_multiplier, kept when the network is too small (< 64 px) for it to leave a trace."""
     from dlst_plugin.archs.stylegan2_layers import stylegan2_channels
-    from dlst_plugin.checkpoints import CheckpointLayoutError, infer_generator_config
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, infer_generator_config
     try:
         config = infer_generator_config(sub_state(state, prefix))
     except CheckpointLayoutError as err:
@@ -158,7 +158,7 @@ def infer_skip_transformer(state, name='checkpoint', why='it has no metadata'):
 
 def _buffer_patch_sizes(tensor, out_size, name):
     from dlst_plugin.archs.skip_transformer_arch import PATCH_SIZES_KEY, patch_sizes_from_buffer
-    from dlst_plugin.checkpoints import CheckpointLayoutError
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError
     try:
         return patch_sizes_from_buffer(tensor.reshape(-1).tolist(), out_size)
     except ValueError as err:
@@ -191,12 +191,12 @@ INFER = {'SkipTransformer': infer_skip_transformer, 'GLEANStyleGAN2': infer_glea
 
 def infer_network_options(state, name='checkpoint'):
     """The ``network_g`` block (``type`` + options) that builds a network ``state`` loads into, from its keys
-    and tensor shapes alone; :class:`~dlst_plugin.checkpoints.CheckpointLayoutError` naming ``name`` when the
+    and tensor shapes alone; :class:`~dlst_plugin.checkpoints.reading.CheckpointLayoutError` naming ``name`` when the
     arch is unknown or the shapes do not fit the inferred network."""
-    from dlst_plugin.checkpoints import CheckpointLayoutError, listing
+    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, listing
     arch = detect_arch(state)
     if arch is None:
-        from dlst_plugin.glean_checkpoints import check_not_legacy
+        from dlst_plugin.checkpoints.glean_mmagic import check_not_legacy
         check_not_legacy(state, name)
         raise CheckpointLayoutError(
             f'{name} has no metadata and its keys match no known restorer ({", ".join(RESTORER_ARCHS)}); keys: '
@@ -218,7 +218,7 @@ def check_shapes(network_opt, state, name='checkpoint'):
 
     from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
     from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
-    from dlst_plugin.checkpoints import check_state
+    from dlst_plugin.checkpoints.reading import check_state
     cls = {'SkipTransformer': SkipTransformer, 'GLEANStyleGAN2': GLEANStyleGAN2}[network_opt['type']]
     with torch.device('meta'):
         expected = {k: v.shape for k, v in cls(**without_type(network_opt)).state_dict().items()
