@@ -1,7 +1,7 @@
 """dlst-plugin: DL-ST blind face restoration as a BasicSR plugin.
 
 Metadata lives here; pyproject.toml holds only the build requirements. The version is read from
-``dlst_plugin/__init__.py`` (its one source). Release: docs/install.md."""
+``dlst_plugin/_package.py`` (its one source). Release: docs/install.md."""
 import os
 import re
 import shutil
@@ -42,11 +42,11 @@ COMMANDS = {
 
 
 def read_version():
-    """``__version__`` of dlst_plugin/__init__.py, read as text (importing the package imports torch)."""
-    with open(os.path.join(HERE, 'dlst_plugin', '__init__.py'), encoding='utf-8') as f:
+    """``__version__`` of dlst_plugin/_package.py, read as text (importing the package imports torch)."""
+    with open(os.path.join(HERE, 'dlst_plugin', '_package.py'), encoding='utf-8') as f:
         found = re.search(r"^__version__ = '([^']+)'$", f.read(), re.M)
     if not found:
-        raise RuntimeError("dlst_plugin/__init__.py has no line __version__ = '...'")
+        raise RuntimeError("dlst_plugin/_package.py has no line __version__ = '...'")
     return found.group(1)
 
 

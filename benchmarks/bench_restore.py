@@ -23,7 +23,8 @@ def build_restorer(size, dtype):
     import torch
     from basicsr.archs import build_network
 
-    from dlst_plugin.inference.face_restorer import FaceRestorer, read_network_options
+    from dlst_plugin.inference.face_restorer import FaceRestorer
+    from dlst_plugin.loading.networks import read_network_options
     torch.manual_seed(0)
     network = read_network_options(None)
     network['out_size'] = size
@@ -79,7 +80,8 @@ def main():
     import torch
 
     import dlst_plugin  # noqa: F401
-    from dlst_plugin.inference.face_restorer import DTYPES, STAGES
+    from dlst_plugin.inference.face_restorer import STAGES
+    from dlst_plugin.loading.networks import DTYPES
     if args.threads:
         torch.set_num_threads(args.threads)
     photo = cv2.imread(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

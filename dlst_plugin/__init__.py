@@ -6,13 +6,11 @@ optional dependency (facexlib, pyiqa, gfpgan, onnxruntime, spandrel). ``DLSTer``
 interface, :mod:`dlst_plugin.inference.dlster`) is imported on first use: ``from dlst_plugin import DLSTer``.
 """
 from dlst_plugin import compat
+from dlst_plugin._package import __version__  # noqa: F401  (its one source is dlst_plugin/_package.py)
 
 compat.apply()
 
 from dlst_plugin import archs, data, losses, models  # noqa: E402,F401  (fill the registries)
-
-# the version's one source: setup.py reads this line as text, every command's --version prints it
-__version__ = '0.1.0'
 
 
 def __getattr__(name):

@@ -30,6 +30,12 @@ class InputError(DLSTError):
     exit_code = EXIT_INPUT
 
 
+class CheckpointLayoutError(ConfigError):
+    """A checkpoint or weights file that cannot be read, is not what its setting expects or does not fit the
+    network it is meant for: nothing was done with it (exit code 2). Every reader of the plugin raises it
+    (:mod:`dlst_plugin.checkpoints.reading`)."""
+
+
 class MissingPackageError(ConfigError, ImportError):
     """An optional package a chosen feature needs is not installed; the message names the extra."""
 

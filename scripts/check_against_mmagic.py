@@ -204,8 +204,8 @@ def plugin_outputs(name, out_dir, io):
 
     from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
     from dlst_plugin.checkpoints.glean_mmagic import glean_from_mmagic
-    from dlst_plugin.checkpoints.meta import infer_glean
-    from dlst_plugin.loading.restorers import load_restorer
+    from dlst_plugin.loading.networks import load_restorer
+    from dlst_plugin.loading.shapes import infer_glean
     bare = torch.load(out_dir / f'{name}_module.pth', map_location='cpu', weights_only=True)
     state = glean_from_mmagic(bare)
     net = GLEANStyleGAN2(**infer_glean(state, name)).eval()
@@ -265,7 +265,7 @@ def trained_rows(work):
     """The losses of each config's short MMagic run, and its saved generator read back by the plugin."""
     import torch
 
-    from dlst_plugin.loading.restorers import load_restorer
+    from dlst_plugin.loading.networks import load_restorer
     rows = []
     for name, losses in json.loads((work / 'train_results.json').read_text()).items():
         net, options = load_restorer(work / f'{Path(name).stem}_trained.pth')

@@ -14,8 +14,8 @@ from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import load_into
 from dlst_plugin.cli.convert_stylegan2 import main as convert_main
+from dlst_plugin.loading.priors import load_into
 
 BANK = dict(num_style_feat=16, num_mlp=2, narrow=1 / 32)
 
@@ -75,7 +75,7 @@ def test_restorer_and_degrader_loaders_take_the_option(rgb, bgr_file):
 def test_gfpgan_decoder_takes_the_option(rgb, tmp_path):
     from restorer_configs import tiny_network
 
-    from dlst_plugin.archs.external import build_restorer
+    from dlst_plugin.loading.networks import build_restorer
     net_opt = dict(tiny_network('gfpgan'), out_size=16, num_style_feat=16, narrow=1 / 32)
     prior = randomised(PureStyleGAN2Generator(**TINY_G, channel_multiplier=1), 0)
     torch.save({'params_ema': prior.state_dict()}, tmp_path / 'rgb.pth')

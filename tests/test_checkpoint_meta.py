@@ -6,15 +6,12 @@ import pytest
 import torch
 from tiny_restorers import TINY_GLEAN, TINY_ST, build, save_bare_checkpoint, save_training_checkpoint
 
-from dlst_plugin.checkpoints.meta import (
-    HEADER_KEY,
-    infer_network_options,
-    network_metadata,
-    network_options,
-    read_metadata,
-)
-from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint, write_safetensors
-from dlst_plugin.loading.restorers import RestoreSetupError, load_restorer
+from dlst_plugin.checkpoints.meta import HEADER_KEY, network_metadata, read_metadata
+from dlst_plugin.checkpoints.reading import read_checkpoint, write_safetensors
+from dlst_plugin.errors import CheckpointLayoutError
+from dlst_plugin.checkpoints.meta import network_options
+from dlst_plugin.loading.networks import RestoreSetupError, load_restorer
+from dlst_plugin.loading.shapes import infer_network_options
 
 ST_CONFIGS = {
     'tiny': {},
@@ -103,7 +100,7 @@ def test_meta_is_plain_data_and_names_the_network():
     assert meta['arch'] == 'SkipTransformer' and meta['format'] == 1 and meta['image_range'] == [-1, 1]
     assert 'decoder_load_path' not in meta['options'] and meta['options']['skip_resolutions'] == [8, 16]
     assert not set(INIT_OPTIONS) & set(meta['options'])  # how the prior file was read is no network option
-    assert read_metadata({'meta': meta}) is meta and network_options(meta)['type'] == 'SkipTransformer'
+    assert read_metadata({'meta': meta}) == meta and network_options(meta)['type'] == 'SkipTransformer'
 
 
 def test_option_file_overrides_meta(tmp_path):

@@ -13,13 +13,10 @@ from torch.nn import functional as F
 
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import (
-    CheckpointLayoutError,
-    infer_discriminator_config,
-    infer_generator_config,
-    load_into,
-    load_stylegan2_state,
-)
+from dlst_plugin.checkpoints.stylegan2_layouts import load_stylegan2_state
+from dlst_plugin.errors import CheckpointLayoutError
+from dlst_plugin.loading.priors import load_into
+from dlst_plugin.loading.shapes import infer_discriminator_config, infer_generator_config
 
 TINY_G = dict(out_size=16, num_style_feat=16, num_mlp=2, narrow=1 / 32)
 TINY_D = dict(out_size=16, narrow=1 / 32)
@@ -167,7 +164,7 @@ def test_non_checkpoint_file_is_named(tmp_path, content):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nothing.pth'):
+    with pytest.raises(CheckpointLayoutError, match='nothing.pth: no such file'):
         load_stylegan2_state(tmp_path / 'nothing.pth')
 
 

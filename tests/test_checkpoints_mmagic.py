@@ -18,15 +18,11 @@ from torch.nn import functional as F
 
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import (
-    CheckpointLayoutError,
-    convert_network,
-    detect_layout,
-    load_into,
-    load_stylegan2_state,
-    read_checkpoint,
-)
+from dlst_plugin.checkpoints.reading import read_checkpoint
+from dlst_plugin.checkpoints.stylegan2_layouts import convert_network, detect_layout, load_stylegan2_state
 from dlst_plugin.cli.convert_stylegan2 import main as convert_main
+from dlst_plugin.errors import CheckpointLayoutError
+from dlst_plugin.loading.priors import load_into
 
 
 def mmagic_generator_state(generator):

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from helpers import REPO, run, write_options
 
 import dlst_plugin  # noqa: F401
-from dlst_plugin.errors import InputError
+from dlst_plugin.errors import CheckpointLayoutError
 
 TINY_SR = REPO / 'tests' / 'options' / 'train_tiny_sr.yml'
 
@@ -132,7 +132,7 @@ def test_load_network_runs_no_code_even_with_torch_unsafe_default(tmp_path, monk
     crafted = tmp_path / 'crafted.pth'
     torch.save({'params': Payload()}, crafted)
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    with pytest.raises(InputError, match='crafted.pth') as err:
+    with pytest.raises(CheckpointLayoutError, match='crafted.pth') as err:
         _model().load_network(torch.nn.Linear(2, 2), str(crafted))
     assert not marker.exists()
     assert 'os.makedirs' in str(err.value) or 'posix.makedirs' in str(err.value)
@@ -142,7 +142,7 @@ def test_load_network_runs_no_code_even_with_torch_unsafe_default(tmp_path, monk
 def test_load_network_names_a_file_that_is_no_checkpoint(tmp_path, content):
     bad = tmp_path / 'net_g.pth'
     bad.write_bytes(content)
-    with pytest.raises(InputError) as err:
+    with pytest.raises(CheckpointLayoutError) as err:
         _model().load_network(torch.nn.Linear(2, 2), str(bad))
     message = str(err.value)
     assert str(bad) in message and 'expected a network checkpoint saved by BasicSR' in message

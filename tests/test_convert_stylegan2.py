@@ -7,8 +7,8 @@ from test_checkpoints import TINY_D, TINY_G, randomised, rosinality_discriminato
 
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import load_into
 from dlst_plugin.cli.convert_stylegan2 import main
+from dlst_plugin.loading.priors import load_into
 
 
 def test_converts_rosinality_generator_and_discriminator(tmp_path, capsys):

@@ -6,7 +6,7 @@ import dlst_plugin  # noqa: F401
 from dlst_plugin.archs.coupled_stylegan2_arch import CoupledCodes, CoupledStyleGAN2
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import CheckpointLayoutError
+from dlst_plugin.errors import CheckpointLayoutError
 
 TINY = dict(out_size=16, num_style_feat=16, num_mlp=2, channel_multiplier=1, narrow=1 / 32)
 

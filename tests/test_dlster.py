@@ -9,7 +9,7 @@ from helpers import SAMPLE_FACES, run
 from tiny_restorers import TINY_GLEAN, TINY_ST, save_training_checkpoint
 
 from dlst_plugin import DLSTer
-from dlst_plugin.inference.face_restorer import RestoreSetupError
+from dlst_plugin.loading.networks import RestoreSetupError
 
 PHOTOS = ('astronaut.png', 'camera.png', 'grace_hopper.jpg')
 WITH_FACES = ('astronaut.png', 'grace_hopper.jpg')

@@ -8,7 +8,7 @@ from helpers import call_main
 from test_restore import write_tiny_model
 
 from dlst_plugin.cli.export import main
-from dlst_plugin.inference.face_restorer import load_restorer, read_network_options
+from dlst_plugin.loading.networks import load_restorer, read_network_options
 
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning')
 
@@ -107,7 +107,7 @@ def test_safetensors_export_round_trip(weights_export, tiny_model):
     from safetensors.torch import load_file
 
     from dlst_plugin.checkpoints.reading import read_checkpoint
-    from dlst_plugin.loading.restorers import load_restorer
+    from dlst_plugin.loading.networks import load_restorer
     path, _, stdout = weights_export
     assert f'safetensors: {path}' in stdout and 'SkipTransformer metadata' in stdout
     original = torch.load(tiny_model[0])['params_ema']

@@ -125,9 +125,9 @@ def test_gfpgan_arch_is_imported_on_demand_and_a_missing_package_names_the_extra
 
 
 def test_gfpgan_decoder_loads_a_basicsr_prior_through_the_safe_reader(tmp_path):
-    from dlst_plugin.archs.external import build_restorer
     from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
     from dlst_plugin.checkpoints.stylegan2_layouts import to_gfpgan_clean
+    from dlst_plugin.loading.networks import build_restorer
     torch.manual_seed(0)
     prior = PureStyleGAN2Generator(32, num_style_feat=32, num_mlp=2, channel_multiplier=1, narrow=1 / 16)
     torch.save({'params_ema': prior.state_dict()}, tmp_path / 'prior.pth')

@@ -101,7 +101,7 @@ def test_component_crops_are_gfpgans_at_512_and_scale_with_smaller_faces():
 
 def test_misspelt_missing_and_streaming_keys_are_named():
     from dlst_plugin.experiments.table1 import cell_options
-    from dlst_plugin.models.gfpgan_recipe import check_gfpgan_options
+    from dlst_plugin.models.gfpgan_recipe_model import check_gfpgan_options
     opt = cell_options('gfpgan_dl')
     check_gfpgan_options(opt)
     bad = copy.deepcopy(opt)
@@ -151,7 +151,7 @@ def test_one_iteration_trains_every_term_of_gfpgans_recipe(tmp_path):
     path.write_text(__import__('yaml').safe_dump(opt))
     model = MODEL_REGISTRY.get('GFPGANRecipeModel')(single_process_options(path, tmp_path))
     assert isinstance(model, gfpgan_model.GFPGANModel)
-    from dlst_plugin.archs.external import load_clean_decoder
+    from dlst_plugin.loading.priors import load_clean_decoder
     reference = copy.deepcopy(model.net_g)
     load_clean_decoder(reference, opt['network_g']['decoder_load_path'])
     decoder = model.net_g_ema.stylegan_decoder.state_dict()

@@ -8,7 +8,7 @@ import torch
 import dlst_plugin  # noqa: F401
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
-from dlst_plugin.checkpoints.reading import CheckpointLayoutError
+from dlst_plugin.errors import CheckpointLayoutError
 
 BANK = dict(num_style_feat=16, num_mlp=2, narrow=1 / 32)
 TRUNK = dict(rrdb_channels=8, num_rrdbs=2, rrdb_growth_channels=4)

@@ -12,7 +12,7 @@ from test_checkpoints_mmagic import mmagic_generator_state
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2
 from dlst_plugin.archs.stylegan2_layers import stylegan2_channels
 from dlst_plugin.checkpoints.glean_mmagic import LEGACY_SIGNATURE
-from dlst_plugin.loading.restorers import RestoreSetupError, load_restorer
+from dlst_plugin.loading.networks import RestoreSetupError, load_restorer
 
 CONFIG = dict(in_size=16, out_size=32, num_style_feat=16, num_mlp=2, channel_multiplier=2, narrow=1 / 32,
               rrdb_channels=8, num_rrdbs=2, rrdb_growth_channels=4)

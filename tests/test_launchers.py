@@ -76,7 +76,7 @@ def test_unusable_pretrained_network_is_one_line_and_runs_no_code(tmp_path, tiny
     opt = write_options(tiny_opt, tmp_path / 'pretrained.yml', {'path:pretrain_network_g': str(bad)})
     proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path, check=False,
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # a weights file that cannot be used: nothing was done
     error = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
     assert len(error) == 1 and str(bad) in error[0] and 'expected a network checkpoint' in error[0]
     assert 'Traceback' not in proc.stderr and not marker.exists()

@@ -10,14 +10,9 @@ import yaml
 from helpers import REPO, SAMPLE_FACES, call_main, run
 
 from dlst_plugin.inference import face_restorer as restoration
-from dlst_plugin.inference.face_restorer import (
-    FaceRestorer,
-    RestoreError,
-    face_region,
-    paste_back,
-    resolve_device,
-    to_bgr8,
-)
+from dlst_plugin.inference.face_restorer import FaceRestorer, face_region, paste_back, to_bgr8
+from dlst_plugin.loading import networks
+from dlst_plugin.loading.networks import RestoreError, resolve_device
 
 TINY_NETWORK = {'type': 'SkipTransformer', 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2,
                 'channel_multiplier': 1, 'narrow': 0.03125, 'attention': True}
@@ -245,10 +240,10 @@ def test_noise_strip_is_no_face_not_a_success(tmp_path, tiny_model):
 
 def test_default_network_options_ship_with_the_package():
     import dlst_plugin
-    assert restoration.DEFAULT_OPT.is_file() and restoration.DEFAULT_OPT.parent.parent == \
+    assert networks.DEFAULT_OPT.is_file() and networks.DEFAULT_OPT.parent.parent == \
         Path(dlst_plugin.__file__).resolve().parent  # in the package, not in the checkout
     shipped = yaml.safe_load((REPO / 'options' / 'test_dlst.yml').read_text())['network_g']
-    assert restoration.read_network_options() == shipped  # the paper's 512 px ST, as options/test_dlst.yml
+    assert networks.read_network_options() == shipped  # the paper's 512 px ST, as options/test_dlst.yml
 
 
 @pytest.mark.slow
@@ -260,7 +255,7 @@ def test_restore_without_opt_after_install(tmp_path):
     shutil.copytree(REPO / 'dlst_plugin', tmp_path / 'site' / 'dlst_plugin',
                     ignore=shutil.ignore_patterns('__pycache__'))
     torch.manual_seed(0)
-    net = build_network(dict(restoration.read_network_options()))  # the default: 512 px, 85 M parameters
+    net = build_network(dict(networks.read_network_options()))  # the default: 512 px, 85 M parameters
     torch.save({'params_ema': net.state_dict()}, tmp_path / 'net_g_512.pth')
     del net
     face = cv2.resize(cv2.imread(str(SAMPLE_FACES / 'astronaut.png'))[48:188, 152:292], (64, 64))

@@ -8,7 +8,7 @@ from helpers import REPO, run, write_options
 from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
-from dlst_plugin.checkpoints.reading import load_into
+from dlst_plugin.loading.priors import load_into
 
 PRIOR_OPT = REPO / 'options' / 'train_stylegan2_prior.yml'
 SIZE_KEYS = ('out_size', 'num_style_feat', 'num_mlp', 'channel_multiplier', 'narrow')

@@ -12,6 +12,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from dlst_plugin.archs.hyperparameters import store_hyperparameters
+from dlst_plugin.archs.prior_files import load_prior
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import RESAMPLE_KERNEL
 
@@ -105,8 +106,7 @@ class CoupledStyleGAN2(nn.Module):
 
     def load_stylegan2(self, path, layout='auto', channel_order=None):
         """Initialise mapping, red and green from one pretrained StyleGAN2 generator checkpoint."""
-        from dlst_plugin.checkpoints.reading import load_into  # lazy: checkpoints imports the archs
-        load_into(self.red, path, kind='generator', layout=layout, strict=True, channel_order=channel_order,
+        load_prior(self.red, path, kind='generator', layout=layout, strict=True, channel_order=channel_order,
                   option='network_g.pretrained_channel_order')
         self.reset_green()
         self._forget_mean_latent()

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from dlst_plugin.archs.face_input import check_face_input
 from dlst_plugin.archs.hyperparameters import store_hyperparameters
+from dlst_plugin.archs.prior_files import load_prior
 from dlst_plugin.archs.rrdb_blocks import RRDBTrunk
 from dlst_plugin.archs.skip_transformer_blocks import run_block
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
@@ -180,8 +181,7 @@ class GLEANStyleGAN2(nn.Module):
     def load_bank(self, path, layout='auto', channel_order=None):
         """Load a pretrained StyleGAN2 generator into the bank (a checkpoint that does not fit raises
         ``CheckpointLayoutError``, naming the keys)."""
-        from dlst_plugin.checkpoints.reading import load_into
-        detected = load_into(self.bank, path, kind='generator', layout=layout, channel_order=channel_order,
+        detected = load_prior(self.bank, path, kind='generator', layout=layout, channel_order=channel_order,
                              option='network_g.bank_channel_order')
         logger.info('GLEAN latent bank loaded from %s (%s layout)', path, detected)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from dlst_plugin.archs.face_input import check_face_input
 from dlst_plugin.archs.hyperparameters import store_hyperparameters
+from dlst_plugin.archs.prior_files import load_prior
 from dlst_plugin.archs.skip_transformer_blocks import (
     ATTENTION_MAX_RESOLUTION,
     ResidualConvBlock,
@@ -179,8 +180,7 @@ class SkipTransformer(nn.Module):
     def load_decoder(self, path, channel_order=None):
         """Load a pretrained StyleGAN2 generator into the decoder (BasicSR, rosinality, GFP-GAN clean or
         MMagic layout; a checkpoint that does not fit raises, naming the keys)."""
-        from dlst_plugin.checkpoints.reading import load_into
-        layout = load_into(self.decoder, path, kind='generator', channel_order=channel_order,
+        layout = load_prior(self.decoder, path, kind='generator', channel_order=channel_order,
                            option='network_g.decoder_channel_order')
         logger.info('ST decoder loaded from %s (%s layout)', path, layout)
 

@@ -1,12 +1,11 @@
-"""Checkpoints and weight files named by a flag (``--model``, ``--inception-weights``, detector weights):
-where a bare file name is looked up (and ``X.safetensors`` beside ``X.pth``), and one clear configuration
-error when the file is missing, is not a checkpoint or is truncated. The reading itself is
-:func:`dlst_plugin.checkpoints.reading.read_checkpoint` (``torch.load(weights_only=True)``, or safetensors), the one
-checkpoint reader of the plugin."""
+"""Where weight files named by a flag (``--model``, ``--inception-weights``, detector weights) are looked up: a
+bare file name in the weights folder (``--weights-dir``, ``$DLST_WEIGHTS_DIR``, ``./weights``), and
+``X.safetensors`` beside ``X.pth``. Reading them is :func:`dlst_plugin.checkpoints.reading.read_checkpoint`, the
+one checkpoint reader of the plugin."""
 import os
 from pathlib import Path
 
-from dlst_plugin.errors import ConfigError, MissingFileError
+from dlst_plugin.errors import MissingFileError
 
 WEIGHTS_ENV = 'DLST_WEIGHTS_DIR'
 DEFAULT_WEIGHTS_DIR = 'weights'
@@ -46,18 +45,3 @@ def _existing(path):
     if not path.suffix or path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         return next((p for p in (Path(f'{path}.safetensors'), Path(f'{path}.pth')) if p.is_file()), None)
     return None
-
-
-def load_checkpoint(path, expected, flag='--model'):
-    """The dict a checkpoint holds, read by ``read_checkpoint``; a missing or unreadable file is one
-    :class:`~dlst_plugin.errors.ConfigError` line naming ``flag``, the file and what was ``expected``."""
-    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint
-    where = f'{flag} ' if flag else ''
-    if Path(path).is_dir():
-        raise ConfigError(f'{where}{path} is a folder, not a checkpoint file; expected {expected}')
-    if not Path(path).is_file():
-        raise MissingFileError(f'{where}{path}: no such file; expected {expected}')
-    try:
-        return read_checkpoint(path)
-    except (CheckpointLayoutError, OSError) as err:
-        raise ConfigError(f'{where}{err}; expected {expected}') from None

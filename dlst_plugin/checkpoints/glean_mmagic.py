@@ -7,8 +7,9 @@ kernels are dropped). MMagic saves the trained GLEAN inside its ``SRGAN`` editor
 ``generator_ema.`` / ``generator_ema.module.`` when an EMA copy is kept (preferred), in mmengine's
 ``state_dict`` or at the top level. A bare ``GLEANStyleGANv2.state_dict()`` is read too.
 """
-from dlst_plugin.checkpoints.reading import CheckpointLayoutError, strip_module_prefix, sub_state
+from dlst_plugin.checkpoints.reading import strip_module_prefix, sub_state
 from dlst_plugin.checkpoints.stylegan2_layouts import from_mmagic
+from dlst_plugin.errors import CheckpointLayoutError
 
 # keys that only a GLEANStyleGANv2 state dict holds: its RRDB trunk and its StyleGANv2 bank
 MMAGIC_SIGNATURE = ('encoder.0.0.conv_first.weight', 'encoder.0.1.weight', 'fusion_out.0.weight',

@@ -1,20 +1,44 @@
-"""Key tables of the StyleGAN2 checkpoint layouts :mod:`dlst_plugin.checkpoints.reading` reads, and the
-functions that rename (and, for ``gfpgan_clean``, rescale) one network's state dict into BasicSR's
-layout.
+"""StyleGAN2 checkpoints of the common layouts, read into BasicSR's layout (docs/design.md#stylegan2).
 
-Each converter returns the keyword arguments of :class:`dlst_plugin.checkpoints.reading.Conversion`
-(``state``, ``renamed``, ``dropped``, ``rescaled``, ``extras``). Keys no rule knows keep their
-name, so a foreign key is reported as unexpected by the later shape check instead of vanishing.
+Layouts:
+
+- ``basicsr``: BasicSR / GFP-GAN ``StyleGAN2Generator``/``Discriminator``, the layout of
+  ``PureStyleGAN2Generator``/``Discriminator``;
+- ``rosinality``: stylegan2-pytorch ``Generator``/``Discriminator``: same math, other names, blur
+  kernels stored as buffers;
+- ``gfpgan_clean``: GFP-GAN's ``StyleGAN2GeneratorClean``: plain ``nn.Linear``/unscaled weights,
+  rescaled here so the mapping network, the modulations and every 4 px layer compute the same
+  values; its bilinear up-sampling cannot be carried over, so images above 4 px differ;
+- ``mmagic``: MMagic / mmediting ``StyleGAN2Generator``/``Discriminator`` (the StyleGAN2 priors
+  GLEAN starts from): same math, other names, equalised-lr weights stored as ``weight_orig``,
+  blur kernels as buffers; the networks sit under ``generator_ema.``/``generator.``/
+  ``discriminator.`` (optionally ``.module.``), in mmengine's ``state_dict`` or at the top level.
+  The EMA generator is preferred.
+
+:func:`convert_network` picks the network out of a loaded checkpoint and renames (for ``gfpgan_clean``
+also rescales) it; keys no rule knows keep their name, so a foreign key is reported as unexpected by the
+later shape check (:mod:`dlst_plugin.loading.shapes`) instead of vanishing. ``channel_order='bgr'`` reads a
+prior trained on BGR images (MMagic's StyleGAN2 pipeline trains on BGR): the generator's ToRGB outputs and
+the discriminator's from-RGB input are reversed so the network works on RGB; left unset, an MMagic training
+save is read as RGB with a warning that names the option to set.
 """
+import logging
 import math
 import re
+from dataclasses import dataclass, field
+
+import torch
+
+from dlst_plugin.checkpoints.reading import listing, read_checkpoint, strip_module_prefix, sub_state
+from dlst_plugin.errors import CheckpointLayoutError
+
+logger = logging.getLogger(__name__)
 
 LAYOUTS = ('basicsr', 'rosinality', 'gfpgan_clean', 'mmagic')
 KINDS = ('generator', 'discriminator')
 # where checkpoints keep each network, best first ('' = the file is the state dict itself)
 CONTAINER_KEYS = {'generator': ('params_ema', 'params', 'g_ema', 'g', 'state_dict', ''),
                   'discriminator': ('params_d', 'd', 'params', 'state_dict', '')}
-STRIP_PREFIX = 'module.'  # DataParallel / DistributedDataParallel wrappers
 # prefixes under which a container may hold the network among other weights, best first
 SUBNET_PREFIXES = {
     'generator': (
@@ -237,3 +261,112 @@ def mmagic_training_evidence(obj):
         if isinstance(state, dict) and any(str(k).startswith(MMAGIC_EMA_TRAINING_PREFIX) for k in state):
             return f'its EMA generator is saved under {MMAGIC_EMA_TRAINING_PREFIX!r}, as MMagic 1.x training saves it'
     return None
+
+
+@dataclass
+class Conversion:
+    """One network read from a checkpoint, in BasicSR's layout."""
+    state: dict
+    layout: str
+    kind: str
+    source: str  # where in the file: container key and prefix
+    renamed: list = field(default_factory=list)  # (source key, BasicSR key) pairs whose name changed
+    dropped: list = field(default_factory=list)  # source keys with no BasicSR counterpart (fixed buffers)
+    rescaled: int = 0  # tensors whose values were rescaled (gfpgan_clean)
+    extras: dict = field(default_factory=dict)  # tensors kept beside the network (MMagic's w_avg as latent_avg)
+    swapped: int = 0  # tensors whose colour axis was reversed (channel_order='bgr')
+
+
+def _is_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def detect_layout(state):
+    """(layout, kind) pairs whose signature key ``state`` holds."""
+    return [pair for pair, key in SIGNATURES.items() if key in state]
+
+
+def _candidates(obj, kind):
+    """(source, state dict) pairs that may hold the ``kind`` network, best first: each container,
+    then the part of it under each known sub-network prefix."""
+    for key in CONTAINER_KEYS[kind]:
+        state = obj if key == '' else obj.get(key)
+        if not _is_state_dict(state):
+            continue
+        state = strip_module_prefix(state)
+        source = repr(key) if key else 'the top level'
+        yield source, state
+        for prefix in SUBNET_PREFIXES[kind]:
+            sub = sub_state(state, prefix)
+            if sub:
+                yield f'{source}, prefix {prefix!r}', sub
+
+
+def find_network(obj, kind, layout='auto', name='checkpoint'):
+    """Pick the ``kind`` network out of a loaded checkpoint: (source, state dict, layout)."""
+    if kind not in KINDS:
+        raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
+    if layout != 'auto' and layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+    candidates = list(_candidates(obj, kind))
+    for source, state in candidates:
+        for found_layout, found_kind in detect_layout(state):
+            if found_kind == kind:
+                return source, state, (found_layout if layout == 'auto' else layout)
+    others = {f'a {k} ({lay}) in {source}': None for other in KINDS for source, state in _candidates(obj, other)
+              for lay, k in detect_layout(state)}
+    if others:
+        raise CheckpointLayoutError(f'{name} holds no StyleGAN2 {kind}, only {"; ".join(others)}')
+    if layout != 'auto' and candidates:  # nothing recognised: read the best container as told
+        return candidates[0][0], candidates[0][1], layout
+    state = next((s for _, s in candidates), {})
+    keys = state.keys() if state else obj.keys()
+    expected = '; '.join(f'{lay}: {key}' for (lay, k), key in SIGNATURES.items() if k == kind)
+    raise CheckpointLayoutError(f'{name}: unknown StyleGAN2 {kind} layout; its keys: {listing(keys)}. Expected a '
+                                f'key such as ({expected}), or pass layout= explicitly')
+
+
+def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint', channel_order=None,
+                    option='channel_order'):
+    """The ``kind`` network of a loaded checkpoint, mapped to BasicSR's layout.
+
+    ``lr_mlp``: the target generator's mapping learning-rate multiplier (only ``gfpgan_clean``
+    weights depend on it). ``channel_order``: 'rgb', 'bgr' (swap to RGB) or None (rgb; an MMagic training
+    save is then warned about, naming ``option``).
+    """
+    check_channel_order(channel_order, option)
+    source, state, layout = find_network(obj, kind, layout, name)
+    if layout == 'rosinality':
+        mapped = from_rosinality(state, kind)
+    elif layout == 'mmagic':
+        mapped = from_mmagic(state, kind)
+    elif layout == 'gfpgan_clean':
+        if kind != 'generator':
+            raise CheckpointLayoutError(f'{name}: the gfpgan_clean layout has no discriminator')
+        mapped = from_gfpgan_clean(state, lr_mlp)
+    else:
+        mapped = {'state': dict(state)}
+    conversion = Conversion(layout=layout, kind=kind, source=source, **mapped)
+    return apply_channel_order(conversion, obj, channel_order, name, option)
+
+
+def apply_channel_order(conversion, obj, channel_order, name, option):
+    """``conversion`` with its colours swapped for a BGR prior; a warning for an MMagic training save read
+    without ``channel_order`` (its GLEAN bank, an RGB prior, excepted)."""
+    if channel_order == 'bgr':
+        conversion.state, conversion.swapped = swap_rgb_bgr(conversion.state, conversion.kind)
+        return conversion
+    evidence = mmagic_training_evidence(obj) if conversion.layout == 'mmagic' else None
+    if channel_order is None and evidence and 'generator.generator.' not in conversion.source:
+        logger.warning("%s: %s; MMagic's StyleGAN2 data pipeline loads images as BGR, so its %s probably works on "
+                       "BGR colours. It is read as RGB: set %s: bgr to swap its colours (or rgb if it was trained "
+                       "on RGB images) to silence this warning", name, evidence, conversion.kind, option)
+    return conversion
+
+
+def load_stylegan2_state(path, kind='generator', layout='auto', lr_mlp=0.01, channel_order=None,
+                         option='channel_order'):
+    """Read ``path`` and return ``(state dict in BasicSR layout, detected layout)``."""
+    conversion = convert_network(read_checkpoint(path), kind, layout, lr_mlp, name=str(path),
+                                 channel_order=channel_order, option=option)
+    return conversion.state, conversion.layout

@@ -80,27 +80,26 @@ def save_network(model, nets, net_label, current_iter, param_keys, log_warning, 
 
 
 def load_network(model, net, load_path, strict, param_key, logger):
-    """Load ``load_path``'s ``param_key`` entry (``params`` when it lacks that one) into ``net``, read with
-    ``weights_only=True``; a file that is not a network checkpoint is one :class:`InputError` naming it."""
-    from dlst_plugin.checkpoints.reading import CheckpointLayoutError, read_checkpoint, strip_module_prefix
+    """BasicSR's ``load_network`` read with the plugin's reader (``weights_only=True``): ``param_key``'s weights
+    (``params_ema``, ``params``; a missing ``params_ema`` falls back to ``params`` as BasicSR does; None: the
+    file as a state dict); a file that is not a network checkpoint is one CheckpointLayoutError naming it."""
+    from dlst_plugin.checkpoints.reading import choose_weights, read_checkpoint
+    from dlst_plugin.errors import CheckpointLayoutError
     net = model.get_bare_model(net)
-    expected = 'expected a network checkpoint saved by BasicSR (a dict of tensors under "params")'
-    try:
-        saved = read_checkpoint(load_path)
-    except (CheckpointLayoutError, OSError) as err:
-        raise InputError(f'cannot load {type(net).__name__} weights: {err}; {expected}') from None
-    if param_key is not None:
-        if param_key not in saved and 'params' in saved:
-            logger.info(f'Loading: {param_key} does not exist, use params.')
-            param_key = 'params'
-        if param_key not in saved:
-            raise InputError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(map(str, saved))}); '
-                             f'{expected}, or set path.param_key_<net> to the entry that holds the weights')
-        saved = saved[param_key]
+    expected = 'a network checkpoint saved by BasicSR (a dict of tensors under "params")'
+    saved = read_checkpoint(load_path, f'{type(net).__name__} weights:', expected)
+    if param_key is not None and param_key not in saved and param_key not in ('params_ema', 'params'):
+        raise CheckpointLayoutError(f'{load_path} has no {param_key!r} entry (it holds: {", ".join(map(str, saved))});'
+                                    f' expected {expected}, or set path.param_key_<net> to the entry holding the '
+                                    'weights')
+    if param_key == 'params_ema' and param_key not in saved and 'params' in saved:
+        logger.info(f'Loading: {param_key} does not exist, use params.')
+    state = choose_weights(saved, param_key) if param_key is not None else choose_weights(saved, None)
+    if state is None:
+        raise CheckpointLayoutError(f'{load_path} holds no {param_key or "weights"}; expected {expected}')
     logger.info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
-    saved = strip_module_prefix(saved)
-    model._print_different_keys_loading(net, saved, strict)
-    net.load_state_dict(saved, strict=strict)
+    model._print_different_keys_loading(net, state, strict)
+    net.load_state_dict(state, strict=strict)
 
 
 def read_training_state(path):

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from dlst_plugin import __version__
+from dlst_plugin._package import __version__
 from dlst_plugin.errors import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,

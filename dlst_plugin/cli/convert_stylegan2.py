@@ -16,22 +16,12 @@ from pathlib import Path
 
 import torch
 
-from dlst_plugin.checkpoints.reading import (
-    KINDS,
-    LAYOUTS,
-    CheckpointLayoutError,
-    check_state,
-    convert_network,
-    expected_shapes,
-    find_network,
-    infer_discriminator_config,
-    infer_generator_config,
-    listing,
-    read_checkpoint,
-)
+from dlst_plugin.checkpoints.reading import listing, read_checkpoint
+from dlst_plugin.checkpoints.stylegan2_layouts import KINDS, LAYOUTS, convert_network, find_network
 from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
-from dlst_plugin.errors import ConfigError, MissingFileError
+from dlst_plugin.errors import CheckpointLayoutError, ConfigError, InputError, MissingFileError
 from dlst_plugin.fileio.atomic import atomic_torch_save
+from dlst_plugin.loading.shapes import check_state, expected_shapes, infer_discriminator_config, infer_generator_config
 
 INFER_CONFIG = {'generator': infer_generator_config, 'discriminator': infer_discriminator_config}
 NUM_EXAMPLES = 6
@@ -91,6 +81,15 @@ def convert_one(obj, kind, args):
 
 
 def convert(args):
+    """The command's one call; the checkpoint it converts is its input: one that cannot be used is an input
+    failure (exit code 1), not a configuration error."""
+    try:
+        return convert_checkpoint(args)
+    except CheckpointLayoutError as err:
+        raise InputError(str(err)) from None
+
+
+def convert_checkpoint(args):
     args.src, args.dst = Path(args.input), Path(args.output)
     if not args.src.is_file():
         raise MissingFileError(f'-i/--input {args.src}: no such checkpoint file')

@@ -136,7 +136,7 @@ def draw_samples(checkpoint, option_file, count, seed):
     ``checkpoint=None``: from a randomly initialised generator (what the demo had before it had a prior)."""
     import torch
 
-    from dlst_plugin.checkpoints.reading import load_into
+    from dlst_plugin.loading.priors import load_into
     torch.manual_seed(seed)
     g = build_generator(option_file).eval()
     if checkpoint is not None:

@@ -35,8 +35,8 @@ from dlst_plugin.checkpoints.meta import HEADER_KEY, META_KEY, network_metadata
 from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT, MissingPackageError
 from dlst_plugin.fileio.atomic import atomic_path, atomic_torch_save
-from dlst_plugin.inference.face_restorer import RestoreSetupError, to_bgr8
-from dlst_plugin.loading.restorers import face_sizes, load_restorer
+from dlst_plugin.inference.face_restorer import to_bgr8
+from dlst_plugin.loading.networks import RestoreSetupError, face_sizes, load_restorer
 
 ONNX_HINT = "pip install 'dlst-plugin[onnx]'"
 FORMATS = ('torchscript', 'onnx', 'safetensors', 'pth')

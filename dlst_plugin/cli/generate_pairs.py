@@ -36,7 +36,7 @@ from dlst_plugin.cli.common import (
 from dlst_plugin.devices import pick_device
 from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.fileio.atomic import atomic_write_text
-from dlst_plugin.loading.degraders import load_degrader, weights_digest
+from dlst_plugin.loading.networks import load_degrader, weights_digest
 
 SETTINGS_FILE = 'generate_pairs.json'  # what a folder was made with; a resume must match it
 LMDB_NAMES = ('degraded.lmdb', 'clean.lmdb')  # written in this order: a pair is done once its clean face is in

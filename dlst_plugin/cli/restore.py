@@ -30,16 +30,8 @@ from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
 from dlst_plugin.fileio.atomic import atomic_write_bytes, check_can_write
 from dlst_plugin.fileio.images import IMAGE_EXTENSIONS, list_images
-from dlst_plugin.inference.face_restorer import (
-    DTYPES,
-    SELECTIONS,
-    STAGES,
-    FaceRestorer,
-    RestoreError,
-    RestoreSetupError,
-    side_by_side,
-    to_bgr8,
-)
+from dlst_plugin.inference.face_restorer import SELECTIONS, STAGES, FaceRestorer, side_by_side, to_bgr8
+from dlst_plugin.loading.networks import DTYPES, RestoreError, RestoreSetupError
 
 OUT_DIRS = {'image': 'restored_imgs', 'faces': 'restored_faces', 'compare': 'cmp'}
 # a failed output write with one of these stops the run: every later photo would fail the same way

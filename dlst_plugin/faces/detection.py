@@ -224,15 +224,13 @@ class RetinaFaceDetector:
         path = retinaface_weights_path(network, weights_dir)  # before importing anything: fail fast, offline
         import torch
 
-        from dlst_plugin.checkpoints.files import load_checkpoint
-        from dlst_plugin.checkpoints.reading import strip_module_prefix
+        from dlst_plugin.checkpoints.reading import choose_weights, read_checkpoint
         try:
             from facexlib.detection.retinaface import RetinaFace
         except ImportError as err:
             raise MissingPackageError('the retinaface detector needs facexlib: pip install "dlst-plugin[faces]"') \
                 from err
-        state = load_checkpoint(path, f'facexlib RetinaFace ({network}) weights', flag=None)
-        state = strip_module_prefix(state)
+        state = choose_weights(read_checkpoint(path, expected=f'facexlib RetinaFace ({network}) weights'))
         self.net = RetinaFace(network_name=network, half=False, device=torch.device(device))
         self.net.load_state_dict(state, strict=True)
         self.net.eval()

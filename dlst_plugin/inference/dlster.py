@@ -33,7 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dlst_plugin.inference.face_restorer import FaceRestorer, RestoreSetupError, to_bgr8
+from dlst_plugin.inference.face_restorer import FaceRestorer, to_bgr8
+from dlst_plugin.loading.networks import RestoreSetupError
 
 GFPGAN_ARCHS = ('clean', 'original', 'bilinear', 'RestoreFormer')  # GFPGANer's arch names
 MIN_EYE_DISTANCE = 5  # px: GFPGANer's eye_dist_threshold

@@ -11,7 +11,7 @@ Use from Python::
     result = restorer.restore_image(cv2.imread('photo.jpg', cv2.IMREAD_UNCHANGED), upscale=2)
     result.image, result.faces  # restored photo (same mode as the input), restored aligned faces
 
-The checkpoint says which network it holds (its metadata, else its tensor shapes: ``restorer_files``);
+The checkpoint says which network it holds (its metadata, else its tensor shapes: :mod:`dlst_plugin.loading.networks`);
 ``upscale`` > 1 pastes the faces onto an enlarged photo (``background``: e.g. a super-resolved copy).
 """
 import functools
@@ -24,23 +24,11 @@ import numpy as np
 import torch
 
 from dlst_plugin.archs.face_input import first_output
-from dlst_plugin.checkpoints.files import load_checkpoint, resolve_model_path  # noqa: F401  (re-exported)
+from dlst_plugin.checkpoints.files import resolve_model_path
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.faces.alignment import align_face, inverse_affine, transform_points
 from dlst_plugin.faces.detection import build_detector
-from dlst_plugin.loading.restorers import (  # noqa: F401  (re-exported: the loading half of this module)
-    CHECKPOINT_KEYS,
-    DEFAULT_OPT,
-    DTYPES,
-    EXPECTED_CHECKPOINT,
-    RestoreError,
-    RestoreSetupError,
-    face_sizes,
-    load_restorer,
-    load_state_dict,
-    read_network_options,
-    resolve_device,
-)
+from dlst_plugin.loading.networks import RestoreError, RestoreSetupError, face_sizes, load_restorer, resolve_device
 
 FEATHER_FRACTION = 1 / 20  # feather width / aligned face side (paste_face's default, GFP-GAN-like)
 MIN_IMAGE_SIDE = 16  # below this no detector finds anything: say so instead

@@ -45,7 +45,8 @@ from dlst_plugin.checkpoints.glean_mmagic import (  # noqa: E402
     find_mmagic_glean,
     glean_from_mmagic,
 )
-from dlst_plugin.checkpoints.meta import SIGNATURES, check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
+from dlst_plugin.checkpoints.meta import SIGNATURES  # noqa: E402
+from dlst_plugin.loading.shapes import check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
 
 __all__ = ['ARCHITECTURES', 'GLEANStyleGAN2Arch', 'SkipTransformerArch', 'install']
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dlst_plugin.checkpoints.files import WEIGHTS_ENV, load_checkpoint, resolve_weights_dir
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV, resolve_weights_dir
+from dlst_plugin.checkpoints.reading import read_checkpoint
 from dlst_plugin.errors import MissingFileError
 from dlst_plugin.fileio.atomic import atomic_path
 from dlst_plugin.metrics.images import EvaluationError, EvaluationSetupError
@@ -84,8 +85,8 @@ class FIDInception:
             raise ValueError(f'FID dims must be one of {sorted(FID_DIMS)}, got {dims}')
         if random_init_seed is None:
             path = find_inception_weights(weights_path, weights_dir_)
-            state_dict = load_checkpoint(path, f'the FID Inception weights {FID_WEIGHTS_FILE} ({FID_WEIGHTS_URL})',
-                                         flag='--inception-weights' if weights_path else None)
+            state_dict = read_checkpoint(path, '--inception-weights' if weights_path else None,
+                                         f'the FID Inception weights {FID_WEIGHTS_FILE} ({FID_WEIGHTS_URL})')
             self.weights = FID_WEIGHTS_FILE if osp.basename(path) == FID_WEIGHTS_FILE else osp.basename(path)
         else:
             state_dict = _random_inception_state_dict(random_init_seed)
@@ -160,7 +161,7 @@ def load_statistics(path, inception):
             data = dict(np.load(path, allow_pickle=False))
             mu, sigma = data['mu'], data['sigma']
         else:
-            data = load_checkpoint(path, expected, flag='--reference-stats')
+            data = read_checkpoint(path, '--reference-stats', expected)
             mu, sigma = np.asarray(data['mean']), np.asarray(data['cov'])
     except KeyError as err:
         raise EvaluationSetupError(f'--reference-stats {path} lacks key {err}; expected {expected}') from None

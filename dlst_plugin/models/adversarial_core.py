@@ -213,7 +213,7 @@ class AdversarialModel(BaseModel):
         from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
         strict = self.opt['path'].get('strict_load_d', True)
         if isinstance(net_d, PureStyleGAN2Discriminator):
-            from dlst_plugin.checkpoints.reading import load_into
+            from dlst_plugin.loading.priors import load_into
             layout = load_into(net_d, path, kind='discriminator', strict=strict,
                                channel_order=self.opt['path'].get('channel_order_d'), option='path.channel_order_d')
             self.logger.info(f'Loaded the discriminator from {path} ({layout} layout).')

@@ -20,8 +20,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn import functional as F
 
-from dlst_plugin.archs.external import build_restorer
 from dlst_plugin.archs.face_input import first_output
+from dlst_plugin.loading.networks import build_restorer
 from dlst_plugin.models.adversarial_core import AdversarialModel
 from dlst_plugin.models.core_parts import unreached_parameter_names
 from dlst_plugin.options.blocks import RestorerTrain

@@ -27,27 +27,11 @@ import torch
 from gfpgan.models.gfpgan_model import GFPGANModel
 from torchvision.ops import roi_align
 
-from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS, load_clean_decoder
-from dlst_plugin.errors import ConfigError
+from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS
+from dlst_plugin.loading.priors import load_clean_decoder
 from dlst_plugin.models.pretrained_files import missing_pretrained_files
-from dlst_plugin.options import basicsr_keys as B
 
 REFERENCE_SIZE = 512  # the face size GFP-GAN's crop sizes are given for
-
-
-def check_gfpgan_options(opt, name='GFPGANRecipeModel'):
-    """ConfigError listing every ``network_*`` block GFPGANModel does not build and, for training, every
-    ``train:`` key it does not read, the required ones that are missing (it would stop with a bare KeyError,
-    or train without the term) and a training set without the component boxes its discriminators need."""
-    from dlst_plugin.models.gfpgan_recipe_model import GFPGANRecipeModel
-    from dlst_plugin.options.check_typed import table_problems
-    table = B.MODELS[('gfpgan', 'GFPGANModel')]
-    problems = [f'{key}: {name} builds no such network (it builds {", ".join(table.networks)})'
-                for key in opt if str(key).startswith('network_') and key not in table.networks]
-    if opt.get('is_train', True):
-        problems += table_problems(opt.get('train') or {}, table.train, 'train') + GFPGANRecipeModel.option_rules(opt)
-    if problems:
-        raise ConfigError(f'{name} options:\n  ' + '\n  '.join(problems))
 
 
 def stop_if_files_missing(opt):
@@ -76,7 +60,6 @@ class GFPGANRecipe(GFPGANModel):
     """``GFPGANModel`` plus the four additions of the module docstring."""
 
     def __init__(self, opt):
-        check_gfpgan_options(opt)
         stop_if_files_missing(opt)
         net_opt = dict(opt['network_g'])
         self.decoder_path = None

@@ -19,6 +19,7 @@ class GFPGANRecipeModel(BaseModel):
     GFP-GAN's ``options/train_gfpgan_v1.yml``'s; see :mod:`dlst_plugin.models.gfpgan_recipe`."""
 
     def __new__(cls, opt):
+        check_gfpgan_options(opt)  # the key checks need no gfpgan: before importing it
         try:
             from dlst_plugin.models.gfpgan_recipe import GFPGANRecipe
         except ImportError as err:
@@ -51,3 +52,18 @@ class GFPGANRecipeModel(BaseModel):
             problems.append('datasets.train.crop_components: must be true: the component discriminators need each '
                             'face\'s eye and mouth boxes (docs/table1.md#component-boxes)')
         return problems
+
+
+def check_gfpgan_options(opt, name='GFPGANRecipeModel'):
+    """ConfigError listing every ``network_*`` block GFPGANModel does not build and, for training, every
+    ``train:`` key it does not read, the required ones that are missing (it would stop with a bare KeyError,
+    or train without the term) and a training set without the component boxes its discriminators need."""
+    from dlst_plugin.options import basicsr_keys as B
+    from dlst_plugin.options.check_typed import table_problems
+    table = B.MODELS[('gfpgan', 'GFPGANModel')]
+    problems = [f'{key}: {name} builds no such network (it builds {", ".join(table.networks)})'
+                for key in opt if str(key).startswith('network_') and key not in table.networks]
+    if opt.get('is_train', True):
+        problems += table_problems(opt.get('train') or {}, table.train, 'train') + GFPGANRecipeModel.option_rules(opt)
+    if problems:
+        raise ConfigError(f'{name} options:\n  ' + '\n  '.join(problems))

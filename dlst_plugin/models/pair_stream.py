@@ -50,7 +50,7 @@ class PairStream:
         self.cfg = degradation_recipe(opt)
         self.seed = int(opt.seed if opt.seed is not None else default_seed)
         self.device, self.rank = device, rank
-        from dlst_plugin.loading.degraders import load_degrader
+        from dlst_plugin.loading.networks import load_degrader
         self.degrader = load_degrader(opt.degrader, f'{WHERE}.degrader', options=opt.network, device=device)[0]
         self.pool = None  # (lq, gt) tensors of the pool once it holds pairs
         self.pool_count = 0
@@ -141,14 +141,12 @@ def degradation_recipe(opt):
 def degrader_size_problem(path, network=None, restorer_size=None):
     """``[problem]`` when ``path`` is no readable degrader checkpoint or draws faces of another size than the
     restorer's ``out_size`` (read from its options, meta or shapes; nothing is built), else ``[]``."""
-    from dlst_plugin.checkpoints.files import load_checkpoint
-    from dlst_plugin.loading.degraders import EXPECTED_DEGRADER, degrader_options, degrader_weights
+    from dlst_plugin.loading.networks import degrader_size
     where = f'{WHERE}.degrader'
     try:
-        ckpt = load_checkpoint(path, EXPECTED_DEGRADER, flag=where)
-        size = degrader_options(ckpt, degrader_weights(ckpt, 'params_ema', where, path), network).get('out_size')
+        size = degrader_size(path, where, network)
     except ConfigError as err:
-        return [str(err) if str(err).startswith(where) else f'{where}: {err}']
+        return [str(err)]
     if restorer_size and size and int(size) != int(restorer_size):
         return [f'{where}: {path} draws {size} px faces but network_g restores {restorer_size} px faces: train a '
                 'degrader of the restorer\'s size']

@@ -26,7 +26,7 @@ reading of their options and this page all come from it. Network blocks are the 
 - A key that is there on purpose (read by code of your own) goes in a top-level `allow_unknown: [train.my_key]`;
   every check of a listed key is skipped.
 - Runs of other projects (BasicSR's own models, GFP-GAN, Real-ESRGAN) get the findings as warnings only
-  (docs/design.md#ownership).
+  (docs/training.md#good-neighbour-whose-run-is-it).
 """
 
 
@@ -65,7 +65,7 @@ def docstring_args(obj):
             continue
         if in_args and line and not line.startswith(' '):
             break
-        match = re.match(r'^ {4}([\w, ]+):\s*(.*)$', line) if in_args else None
+        match = re.match(r'^ {4}(\w[\w, ]*):\s*(.*)$', line) if in_args else None
         if match:
             names = [n.strip() for n in match.group(1).split(',')]
             for n in names:
@@ -73,7 +73,17 @@ def docstring_args(obj):
         elif in_args and line.strip() and names:
             for n in names:
                 found[n] += ' ' + line.strip()
-    return {k: re.split(r'(?<=[.;])\s', v.strip(), maxsplit=1)[0].rstrip('.;') for k, v in found.items()}
+    return {k: first_sentence(v) for k, v in found.items()}
+
+
+def first_sentence(text):
+    """``text`` up to its first full stop outside parentheses (a docstring's one-line description)."""
+    depth = 0
+    for i, c in enumerate(text.strip()):
+        depth += (c == '(') - (c == ')')
+        if c == '.' and depth == 0 and (i + 1 == len(text.strip()) or text.strip()[i + 1] == ' '):
+            return text.strip()[:i]
+    return text.strip().rstrip('.')
 
 
 def network_table(cls):
