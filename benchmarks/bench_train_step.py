@@ -27,7 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = {'fp32': {}, 'amp': {'use_amp': True}, 'ckpt': {'use_checkpoint': True},
-         'amp+ckpt': {'use_amp': True, 'use_checkpoint': True}}
+         'amp+ckpt': {'use_amp': True, 'use_checkpoint': True}, 'compile': {'compile': True},
+         'amp+compile': {'use_amp': True, 'compile': True}}
 RESTORERS = {
     'st': {'type': 'SkipTransformer', 'channel_multiplier': 1, 'decoder_load_path': None},
     'glean': {'type': 'GLEANStyleGAN2', 'channel_multiplier': 1, 'fix_bank': True},
@@ -41,6 +42,7 @@ def options(model, size, batch, mode, amp_dtype, narrow=1):
     """A BasicSR option dict for one measured model (single process, no data loader)."""
     flags = MODES[mode]
     train = {'use_amp': flags.get('use_amp', False), 'amp_dtype': amp_dtype, 'ema_decay': 0.999, 'total_iter': 1,
+             'compile': flags.get('compile', False),
              'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'optim_d': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'pixel_opt': {'type': 'MSELoss', 'loss_weight': 1.0}}
@@ -57,7 +59,7 @@ def options(model, size, batch, mode, amp_dtype, narrow=1):
         return opt
     net = dict(RESTORERS[model], out_size=size, narrow=narrow)
     if model == 'glean':
-        net['in_size'] = size
+        net['in_size'] = size // 8  # Table 1's GLEAN: MMagic's x8 (23 RRDBs at the full size would cost 31x)
     if flags.get('use_checkpoint'):
         net['use_checkpoint'] = True
     opt.update(model_type='FaceRestorationModel', network_g=net)
@@ -65,14 +67,6 @@ def options(model, size, batch, mode, amp_dtype, narrow=1):
                                  'layer_weights': {'conv3_3': 1.0, 'conv4_3': 1.0}, 'loss_weight': 0.02},
                  gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.02})
     return opt
-
-
-def cpu_has_native_bf16():
-    import torch
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def rss_mb(key='VmHWM'):
@@ -99,7 +93,11 @@ def worker(spec):
     x = torch.rand(spec['batch'], 3, spec['size'], spec['size']) * 2 - 1
     model.feed_data({'lq': x} if spec['model'] == 'dl' else {'lq': x, 'gt': x})
     base_mb = rss_mb('VmRSS')  # the built model; the warm-up's allocations count towards the peak
-    model.optimize_parameters(1)  # warm-up (allocations, kernels)
+    t0 = time.perf_counter()
+    model.optimize_parameters(1)  # warm-up (allocations, kernels; compilation with train.compile)
+    first = time.perf_counter() - t0
+    if spec['mode'].endswith('compile'):
+        model.optimize_parameters(2)  # the D step's graph may compile on the second call
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -110,9 +108,12 @@ def worker(spec):
     sync()
     seconds = (time.perf_counter() - t0) / spec['iters']
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb() - base_mb
-    with FlopCounterMode(display=False) as counter:
-        model.optimize_parameters(99)
-    return {'seconds': seconds, 'gflops': counter.get_total_flops() / 1e9, 'peak_mb': peak,
+    flops = 0
+    if not spec['mode'].endswith('compile'):  # compiled kernels bypass the counter: the eager rows give the FLOPs
+        with FlopCounterMode(display=False) as counter:
+            model.optimize_parameters(99)
+        flops = counter.get_total_flops()
+    return {'seconds': seconds, 'first_s': first, 'gflops': flops / 1e9, 'peak_mb': peak,
             'params_mb': sum(p.numel() * 4 for net in (model.bare_g, model.bare_d) for p in net.parameters()) / 2**20}
 
 
@@ -128,14 +129,19 @@ def measure(spec):
 
 def print_table(rows, size, batch, device):
     print(f'# {size} px, batch {batch}, device {device}; peak memory: '
-          f'{"CUDA max allocated" if device == "cuda" else "process peak RSS above the built model"}')
-    print(f'{"model":8s} {"mode":9s} {"s/iter":>8s} {"img/s":>7s} {"GFLOP/step":>11s} {"GFLOP/s":>8s} {"peak MB":>8s}')
+          f'{"CUDA max allocated" if device == "cuda" else "process peak RSS above the built model"}; first: '
+          'seconds of the first step (compilation included)')
+    print(f'{"model":8s} {"mode":11s} {"s/iter":>8s} {"img/s":>7s} {"GFLOP/step":>11s} {"GFLOP/s":>8s} '
+          f'{"peak MB":>8s} {"first s":>8s}')
     for (model, mode), r in rows.items():
         if 'error' in r:
-            print(f'{model:8s} {mode:9s} failed: {r["error"]}')
+            print(f'{model:8s} {mode:11s} failed: {r["error"]}')
             continue
-        print(f'{model:8s} {mode:9s} {r["seconds"]:8.3f} {batch / r["seconds"]:7.2f} {r["gflops"]:11.1f} '
-              f'{r["gflops"] / r["seconds"]:8.1f} {r["peak_mb"]:8.0f}')
+        if not r['gflops']:  # a compiled row: the same math as its eager row
+            eager = rows.get((model, mode.replace('+compile', '').replace('compile', 'fp32')), {})
+            r['gflops'] = eager.get('gflops', 0)
+        print(f'{model:8s} {mode:11s} {r["seconds"]:8.3f} {batch / r["seconds"]:7.2f} {r["gflops"]:11.1f} '
+              f'{r["gflops"] / r["seconds"]:8.1f} {r["peak_mb"]:8.0f} {r.get("first_s", 0):8.1f}')
     base = rows.get(('gfpgan', 'fp32'), {})
     for (model, mode), r in rows.items():
         if model != 'gfpgan' and 'gflops' in r and 'gflops' in base:
@@ -173,7 +179,8 @@ def main(argv=None):
     p.add_argument('--narrow', type=float, default=1.0, help='width factor of every network (1: the paper\'s)')
     p.add_argument('--models', default='st,dl,glean,gfpgan', help='comma-separated rows (default: %(default)s)')
     p.add_argument('--modes', default='fp32,amp,ckpt',
-                   help='comma-separated: fp32, amp, ckpt (gradient checkpointing), amp+ckpt (default: %(default)s)')
+                   help='comma-separated: fp32, amp, ckpt (gradient checkpointing), amp+ckpt, compile (torch.compile), '
+                        'amp+compile (default: %(default)s)')
     p.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'),
                    help='autocast dtype of the amp rows')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='auto: CUDA when available')
@@ -182,6 +189,8 @@ def main(argv=None):
     p.add_argument('--json', help='also write the figures to this file')
     args = p.parse_args(argv)
     import torch
+    sys.path.insert(0, str(REPO))
+    from dlst_plugin.devices import cpu_has_native_bf16
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
     rows = {}
     slow_amp = device == 'cpu' and args.amp_dtype == 'bfloat16' and not cpu_has_native_bf16()

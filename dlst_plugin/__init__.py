@@ -11,6 +11,7 @@ from dlst_plugin._package import __version__  # noqa: F401  (its one source is d
 compat.apply()
 
 from dlst_plugin import archs, data, losses, models  # noqa: E402,F401  (fill the registries)
+from dlst_plugin.loading import priors  # noqa: E402,F401  (installs the archs' reader of prior files)
 
 
 def __getattr__(name):

@@ -61,3 +61,10 @@ class TerminationRequest(KeyboardInterrupt):
     A ``KeyboardInterrupt``, so every path that handles Ctrl-C (``finally`` blocks committing what was
     done, ``except KeyboardInterrupt``, worker pools torn down) handles SIGTERM the same way; commands
     report it as :class:`Terminated` (exit code 143)."""
+
+
+def interruption(err, message):
+    """The error a job raises for a ``KeyboardInterrupt`` ``err`` caught while working: :class:`Terminated`
+    when SIGTERM caused it (a :class:`TerminationRequest`), else :class:`Interrupted`, with ``message`` saying
+    what was kept."""
+    return (Terminated if isinstance(err, TerminationRequest) else Interrupted)(message)

@@ -1,5 +1,6 @@
 """Shared by the tests: run the plugin's commands in a subprocess, make tiny face data."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,19 @@ def run(args, cwd, timeout=600, check=True, **env):
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (for torchrun's rendezvous or a process group)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc, *args):
+    """The command line of ``torchrun --nproc_per_node=nproc`` on a free port, running ``args``."""
+    return ['python', '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', f'--master_port={free_port()}',
+            *args]
 
 
 def face_crops(out_dir, size=64, count=12, seed=0):
@@ -61,14 +75,12 @@ def face_crops(out_dir, size=64, count=12, seed=0):
 def write_options(template, dest, updates):
     """Copy an option YAML, setting ``updates`` ({'a:b:c': value}) in it; returns ``dest``."""
     import yaml
+
+    from dlst_plugin.options.file import set_dotted
     with open(template, encoding='utf-8') as f:
         opt = yaml.safe_load(f)
     for dotted, value in updates.items():
-        node = opt
-        *parents, last = dotted.split(':')
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        set_dotted(opt, dotted, value)
     with open(dest, 'w', encoding='utf-8') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return dest

@@ -29,6 +29,15 @@ def signal_mid_run(args, ready, sig, group=False, timeout=120):
     return proc.returncode, out, err
 
 
+def wait_for(path, proc, seconds=120):
+    """Wait until ``path`` exists while ``proc`` (a Popen) runs; fail if it ends first or time runs out."""
+    end = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f'the run ended ({proc.returncode}) before {path} appeared'
+        assert time.time() < end, f'{path} never appeared'
+        time.sleep(0.2)
+
+
 def line_count(path):
     """Complete lines in ``path`` (0 while it does not exist)."""
     try:

@@ -109,3 +109,12 @@ def test_every_module_is_on_the_design_map():
     missing = [name for name in modules() if name != 'dlst_plugin'
                and name.split('.')[-1] not in section and name.replace('.', '/') not in section]
     assert missing == [], f'docs/design.md#modules does not name: {missing}'
+
+
+def test_importing_the_package_installs_the_archs_prior_reader():
+    """An arch that starts from a prior file (decoder_load_path, ...) finds the reader without any other import."""
+    import subprocess
+    import sys
+    code = 'import dlst_plugin\nfrom dlst_plugin.archs import prior_files\nprint(len(prior_files._READER))'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == '1'

@@ -11,7 +11,7 @@ from helpers import REPO, run
 
 import dlst_plugin
 from dlst_plugin.cli import common
-from dlst_plugin.errors import ConfigError, InputError, Interrupted, Terminated, TerminationRequest
+from dlst_plugin.errors import ConfigError, InputError, Interrupted, Terminated, TerminationRequest, interruption
 
 COMMANDS = ['convert_stylegan2', 'make_lmdb', 'collect_lq_faces', 'make_testset', 'generate_pairs', 'restore',
             'evaluate', 'export', 'table1']
@@ -115,7 +115,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_with_exit_143(capsys):
 
 @pytest.mark.parametrize('raised, error', [(KeyboardInterrupt(), Interrupted), (TerminationRequest(), Terminated)])
 def test_interruption_says_which_signal_stopped_the_work(raised, error):
-    made = common.interruption(raised, '3 pairs kept')
+    made = interruption(raised, '3 pairs kept')
     assert type(made) is error and str(made) == '3 pairs kept'
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import REPO, run, write_options
+from helpers import REPO, free_port, run, write_options
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.errors import CheckpointLayoutError
@@ -37,7 +37,7 @@ def single_process_group(monkeypatch):
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setenv('WORLD_SIZE', '1')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', '29611')
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
     from basicsr.utils.dist_util import init_dist
     init_dist('pytorch')
     yield

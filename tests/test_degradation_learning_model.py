@@ -1,4 +1,6 @@
 """DegradationLearningModel: frozen parts, optimisers, validation grid, launch + resume, learning (paper 3.2)."""
+import os
+
 import cv2
 import pytest
 import torch
@@ -100,7 +102,11 @@ def test_missing_pretrained_files_stop_the_run_with_their_names(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_run_trains_validates_and_resumes_everything(tmp_path):
+def test_tiny_run_trains_validates_and_resumes_past_a_truncated_state(tmp_path):
+    """python -m dlst_plugin.train: 4 iterations, validation grids, checkpoints with metadata; then the newest
+    state is cut to 0 bytes (a kill mid-copy on a file system without atomic rename) and --auto_resume says
+    it skips it, leaves it on disk and continues from the one before, both optimizers restored, the frozen
+    red network unchanged."""
     faces = tmp_path / 'faces'
     face_crops(faces, size=32, count=6)
     opt = write_options(TINY_OPT, tmp_path / 'dl.yml',
@@ -112,15 +118,18 @@ def test_tiny_run_trains_validates_and_resumes_everything(tmp_path):
     assert set(saved) == {'params', 'params_ema', 'meta'} and any(k.startswith('green.') for k in saved['params'])
     assert saved['meta']['arch'] == 'CoupledStyleGAN2' and saved['meta']['options']['out_size'] == 32
 
-    run(['python', '-m', 'dlst_plugin.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=6'],
-        cwd=tmp_path)
+    os.truncate(exp / 'training_states' / '4.state', 0)
+    proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=6',
+                'logger:save_checkpoint_freq=3'], cwd=tmp_path)  # saves at 3 and 6: 4.state is not written again
+    assert '4.state skipped and left on disk' in proc.stderr
     log = sorted(exp.glob('train_tiny_dl_*.log'))[-1].read_text()
-    assert 'Resuming training from epoch' in log and 'iter: 4.' in log
+    assert '4.state skipped and left on disk' in log and 'Resuming training from epoch: 0, iter: 2.' in log
+    assert (exp / 'training_states' / '4.state').stat().st_size == 0
     state = torch.load(exp / 'training_states' / '6.state', map_location='cpu', weights_only=True)
     assert [{int(s['step']) for s in o['state'].values()} for o in state['optimizers']] == [{6}, {6}]
     resumed = torch.load(exp / 'models' / 'net_g_6.pth', map_location='cpu', weights_only=True)['params']
     red = [k for k in resumed if k.startswith('red.')]
-    assert all(torch.equal(resumed[k], saved['params'][k]) for k in red)
+    assert red and all(torch.equal(resumed[k], saved['params'][k]) for k in red)
 
 
 @pytest.mark.slow

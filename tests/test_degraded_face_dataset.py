@@ -101,6 +101,7 @@ def test_lmdb_is_opened_in_each_dataloader_worker(faces_dir, tmp_path):
     ds[0]  # opens the LMDB in this process first: workers must not reuse that handle
     batches = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2))
     assert len(batches) == 3 and all(b['lq'].shape == (4, 3, 32, 32) for b in batches)
+    assert [key for b in batches for key in b['gt_path']] == ds.source.keys  # each record read, in order
 
 
 def run_loader(ds, torch_seed):

@@ -7,8 +7,9 @@ import cv2
 import pytest
 from helpers import REPO, run
 
-from dlst_plugin.cli.demo import STAGES
-from dlst_plugin.cli.demo_plots import group_panels, parse_log, plot_png, wants_log_scale
+from dlst_plugin.demo.layout import STAGES
+from dlst_plugin.demo.plots import group_panels, plot_png, wants_log_scale
+from dlst_plugin.experiments.runs import parse_log
 
 # The prior's samples must be faces YuNet finds in MOST of them (> half). For scale (the demo measures
 # both in every run, detection.json): YuNet finds a face in every one of the demo's real HQ faces at
@@ -90,3 +91,24 @@ def test_demo_without_photos_says_so(tmp_path):
                cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert 'no photo folder found' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_a_demo_step_that_fails_stops_with_its_log_and_an_interruption_keeps_the_stages(tmp_path):
+    from dlst_plugin.demo.data import DemoError
+    from dlst_plugin.demo.steps import INTERRUPTED, StepRunner
+    from dlst_plugin.errors import InputError, Terminated
+    run = StepRunner(tmp_path, threads=1)
+
+    def work(count, fail=None):
+        print(f'made {count} things')
+        if fail:
+            raise fail
+        return {'errors': count - 2}
+    assert run.call('fine', work, 2) == {'errors': 0}
+    assert (tmp_path / 'logs' / 'fine.log').read_text().splitlines()[1] == 'made 2 things'
+    with pytest.raises(DemoError, match=r'step broken failed \(InputError: no faces\)(.|\n)*made 3 things'):
+        run.call('broken', work, 3, fail=InputError('no faces'))
+    with pytest.raises(DemoError, match=r'step partial failed \(1 photo failed\)'):
+        run.call('partial', work, 3, problem=lambda result: result['errors'] and f'{result["errors"]} photo failed')
+    with pytest.raises(Terminated, match=INTERRUPTED):
+        run.call('stopped', work, 1, fail=Terminated('3 pairs kept'))

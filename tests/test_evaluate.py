@@ -12,6 +12,7 @@ from helpers import face_crops, run
 
 from dlst_plugin.cli import evaluate
 from dlst_plugin.metrics import fid, niqe
+from dlst_plugin.metrics.evaluation import thumbnail_grid
 from dlst_plugin.metrics.images import EvaluationError
 from dlst_plugin.metrics.paired import lpips_unavailable_reason
 
@@ -179,7 +180,7 @@ def test_thumbnail_grid_without_inputs_shows_every_method(folders):
     args = SimpleNamespace(input=None, thumbnails=2)
     methods = [('clean', folders / 'clean'), ('blurred', folders / 'blurred')]
     images = {name: {p.stem: p for p in sorted(folder.glob('*.png'))} for name, folder in methods}
-    columns, rows = evaluate.thumbnail_grid(args, methods, images, gt_images=None)
+    columns, rows = thumbnail_grid(args, methods, images, gt_images=None)
     assert columns == ['clean', 'blurred'] and len(rows) == 2
     assert all(uri.startswith('data:image/jpeg;base64,') for _, uris in rows for uri in uris)
 
@@ -245,3 +246,18 @@ def test_metrics_json_is_strict_json_for_every_non_finite_value(tmp_path):
     text = (tmp_path / 'm.json').read_text()
     assert 'Infinity' not in text and 'NaN' not in text
     assert json.loads(text) == {'a': 'inf', 'b': ['-inf', None, 1.5], 'c': {'d': 2}}
+
+
+def test_the_library_scores_methods_given_as_python_values(folders, tmp_path):
+    """What the demo and dlst-table1 call: methods as (name, folder) pairs, settings as a dataclass."""
+    from dlst_plugin.errors import ConfigError
+    from dlst_plugin.metrics.evaluation import EvaluationSettings, evaluate
+    result = evaluate([('clean', folders / 'clean'), ('blurred', str(folders / 'blurred'))], tmp_path / 'out',
+                      EvaluationSettings(metrics=['niqe'], niqe_backend='basicsr'), command=['a test'])
+    assert [r['name'] for r in result.records] == ['clean', 'blurred'] and result.failed == []
+    assert result.records[0]['metrics']['niqe']['value'] < result.records[1]['metrics']['niqe']['value']
+    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['command'] == ['a test']
+    assert result.payload['methods'] is result.records
+    with pytest.raises(ConfigError, match="two methods are named 'a'"):
+        evaluate([('a', folders / 'clean'), ('a', folders / 'blurred')], tmp_path / 'again')
+    assert not (tmp_path / 'again').exists()

@@ -138,3 +138,10 @@ def test_export_refuses_to_overwrite_its_source(tmp_path, tiny_model):
     shutil.copy(tiny_model[0], tmp_path / 'net.pth')
     code, _, stderr = run_main(['--model', tmp_path / 'net.pth', '-o', tmp_path, '--format', 'pth'])
     assert code == 2 and 'would overwrite the checkpoint it reads' in stderr
+
+
+def test_the_library_writes_the_weights_formats_without_tracing(tmp_path, tiny_model):
+    from dlst_plugin.inference.export import ExportSettings, export_restorer
+    ckpt, opt = tiny_model
+    above_atol = export_restorer(ckpt, tmp_path, ['safetensors'], ExportSettings(opt=str(opt), name='w'))
+    assert above_atol is False and sorted(p.name for p in tmp_path.iterdir()) == ['w.safetensors']

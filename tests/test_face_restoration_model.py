@@ -139,9 +139,10 @@ def test_gfpgan_decoder_loads_a_basicsr_prior_through_the_safe_reader(tmp_path):
         build_restorer(dict(tiny_network('gfpgan'), decoder_load_path=str(tmp_path / 'bad.pth')))
 
 
-# per arch: (iterations, network_g overrides); the tiny ST needs more width to learn in few iterations
+# per arch: (iterations, network_g overrides); the tiny ST needs more width to learn in few iterations.
+# Held-out L2 / identity L2 measured with these: ST 0.53, GLEAN 0.52, GFP-GAN 0.54 (GLEAN: 0.47 at 300)
 LEARNING = {'st': (150, {'narrow': 1 / 16, 'num_style_feat': 64, 'num_mlp': 1, 'skip_resolutions': [8, 16, 32]}),
-            'glean': (300, {}), 'gfpgan': (300, {})}
+            'glean': (200, {}), 'gfpgan': (300, {})}
 
 
 @pytest.mark.slow

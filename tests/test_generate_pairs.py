@@ -151,3 +151,11 @@ def test_interrupted_run_rerun_gives_exactly_n_pairs(tmp_path, sig):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert 'resuming' in rerun.stdout
     assert_complete(tmp_path / 'out', count, size=64)
+
+
+def test_the_library_returns_the_pairs_held_and_made(checkpoint, tmp_path):
+    from dlst_plugin.inference.pairs import PairSettings, generate_pairs
+    first = generate_pairs(checkpoint, tmp_path / 'out', 3, PairSettings(batch_size=2))
+    assert (first.made, first.keys, first.folder) == (3, ['00000000', '00000001', '00000002'], str(tmp_path / 'out'))
+    again = generate_pairs(checkpoint, tmp_path / 'out', 4, PairSettings(batch_size=2))
+    assert again.made == 1 and len(again.keys) == 4  # resumed: only the new pair was made

@@ -1,31 +1,38 @@
-"""End to end: every way users launch training/testing works on a CPU-only machine."""
+"""End to end: every way users launch training/testing works on a CPU-only machine.
+
+Each (launcher, model) pair trains once in the suite. Here: BasicSR's own SRModel on the plugin's dataset
+through ``python -m basicsr.train``, ``dlst-train`` (then ``python -m dlst_plugin.test``) and ``python -m
+dlst_plugin.train``, and the suite's one torchrun run (ST on streamed pairs, two CPU processes, stopped by
+SIGTERM and resumed). Elsewhere: ST through ``python -m basicsr.train`` (test_skip_transformer_model.py) and
+``python -m dlst_plugin.train`` (test_run_control.py), the degrader through ``python -m dlst_plugin.train``
+(test_degradation_learning_model.py) and one-process torchrun (test_gpu_check.py), the StyleGAN2 prior through
+``python -m dlst_plugin.train`` (test_stylegan2_prior.py), the Table 1 rows through ``dlst-train`` and
+``dlst-table1 train`` (test_table1.py)."""
 import glob
 import os
+import re
 import shutil
-import socket
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, face_crops, fill_option_paths, run, write_options
+from helpers import REPO, face_crops, fill_option_paths, run, subprocess_env, torchrun, write_options
+from signal_runs import wait_for
+from tiny_restorers import save_degrader_checkpoint
 
 pytestmark = pytest.mark.slow
-TEMPLATE = REPO / 'tests' / 'options' / 'train_tiny_sr.yml'
-
-
 OPTIONS = REPO / 'tests' / 'options'
+TEMPLATE = OPTIONS / 'train_tiny_sr.yml'
+ST_TINY = OPTIONS / 'train_st_tiny.yml'
 
 
 @pytest.fixture
 def tiny_opt(tmp_path):
     face_crops(tmp_path / 'faces', size=32, count=8)
     return fill_option_paths(TEMPLATE, tmp_path / 'train.yml', tmp_path / 'faces')
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_basicsr_train_entry_finds_plugin_and_writes_under_cwd(tmp_path, tiny_opt):
@@ -35,12 +42,16 @@ def test_basicsr_train_entry_finds_plugin_and_writes_under_cwd(tmp_path, tiny_op
     assert 'End of training' in proc.stdout + proc.stderr
 
 
-def test_dlst_train_console_script_and_dlst_test(tmp_path, tiny_opt):
+def test_dlst_train_console_script_honours_experiments_root_and_dlst_test_restores(tmp_path, tiny_opt):
+    """dlst-train writes where the option file's path.experiments_root says (nothing under ./experiments);
+    python -m dlst_plugin.test then restores the faces with the weights it saved."""
     exe = shutil.which('dlst-train')
     assert exe, 'dlst-train is not on PATH: install the package (scripts/install.sh)'
-    run([exe, '-opt', tiny_opt], cwd=tmp_path)
-    weights = tmp_path / 'experiments' / 'tiny_sr' / 'models' / 'net_g_latest.pth'
-    assert weights.is_file()
+    target = tmp_path / 'elsewhere' / 'run1'
+    opt = write_options(tiny_opt, tmp_path / 'custom.yml', {'path:experiments_root': str(target)})
+    run([exe, '-opt', opt], cwd=tmp_path)
+    weights = target / 'models' / 'net_g_latest.pth'
+    assert weights.is_file() and not (tmp_path / 'experiments').exists()
     test_opt = write_options(tiny_opt, tmp_path / 'test.yml', {
         'name': 'tiny_sr_test', 'path:pretrain_network_g': str(weights), 'val:save_img': True, 'val:suffix': None,
         'val:metrics:psnr:type': 'calculate_psnr', 'val:metrics:psnr:crop_border': 0,
@@ -61,6 +72,16 @@ def _drop_key(path, *keys):
     Path(path).write_text(yaml.safe_dump(opt, sort_keys=False))
 
 
+class _MakesFolder:
+    """Pickles as a call to os.makedirs(path): code that a full unpickler runs."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path, )
+
+
 @pytest.mark.parametrize('kind', ['crafted', 'text'])
 def test_unusable_pretrained_network_is_one_line_and_runs_no_code(tmp_path, tiny_opt, kind):
     """path.pretrain_network_g of BasicSR's own SRModel is read with weights_only=True even when torch's
@@ -70,9 +91,7 @@ def test_unusable_pretrained_network_is_one_line_and_runs_no_code(tmp_path, tiny
     if kind == 'text':
         bad.write_text('these are not weights\n')
     else:
-        run(['python', '-c', 'import os, sys, torch\n'
-             'class P:\n    def __reduce__(self): return (os.makedirs, (sys.argv[2], ))\n'
-             'torch.save({"params": P()}, sys.argv[1])', bad, marker], cwd=tmp_path)
+        torch.save({'params': _MakesFolder(str(marker))}, bad)  # pickled here; unpickling it would run makedirs
     opt = write_options(tiny_opt, tmp_path / 'pretrained.yml', {'path:pretrain_network_g': str(bad)})
     proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path, check=False,
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
@@ -89,77 +108,79 @@ def test_missing_option_file_is_one_line(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
-def test_experiments_root_option_is_honoured(tmp_path, tiny_opt):
-    target = tmp_path / 'elsewhere' / 'run1'
-    opt = write_options(tiny_opt, tmp_path / 'custom.yml', {'path:experiments_root': str(target),
-                                                            'train:total_iter': 2})
-    run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path)
-    assert (target / 'models' / 'net_g_latest.pth').is_file()
-    assert not (tmp_path / 'experiments').exists()
-
-
 def test_experiments_root_given_by_force_yml_is_honoured(tmp_path, tiny_opt):
+    """python -m dlst_plugin.train: --force_yml path:experiments_root overrides the option file's."""
     target = tmp_path / 'forced' / 'run1'
-    opt = write_options(tiny_opt, tmp_path / 'custom.yml', {'train:total_iter': 2})
-    run(['python', '-m', 'basicsr.train', '-opt', opt, '--force_yml', f'path:experiments_root={target}'], cwd=tmp_path)
+    opt = write_options(tiny_opt, tmp_path / 'custom.yml', {'train:total_iter': 2,
+                                                            'path:experiments_root': str(tmp_path / 'in_file')})
+    run(['python', '-m', 'dlst_plugin.train', '-opt', opt, '--force_yml', f'path:experiments_root={target}'],
+        cwd=tmp_path)
     assert (target / 'models' / 'net_g_latest.pth').is_file()
-    assert not (tmp_path / 'experiments').exists()
+    assert not (tmp_path / 'experiments').exists() and not (tmp_path / 'in_file').exists()
 
 
-def test_torchrun_two_cpu_processes_train_and_auto_resume(tmp_path, tiny_opt):
-    """Both ranks read different samples; rank 0 alone logs and saves; --auto_resume
-    continues from the last state with iteration, optimizer and scheduler restored."""
-    face_crops(tmp_path / 'faces16', size=32, count=16)  # 4 iterations x 2 ranks x batch 2: one epoch
-    opt = write_options(tiny_opt, tmp_path / 'dist.yml', {
-        'datasets:train:type': 'IndexRecordingDataset', 'datasets:train:dataroot_gt': str(tmp_path / 'faces16'),
-        'probe': '!!python/name:dist_probe.register', 'allow_unknown': ['probe']})
+def _torchrun_options(tmp_path):
+    """The tiny ST with streamed pairs on 16 faces (4 iterations x 2 ranks x batch 2: one epoch), reading them
+    through the probe dataset, until it is stopped; a checkpoint every 4 iterations."""
+    face_crops(tmp_path / 'faces', size=32, count=16)
+    degrader = save_degrader_checkpoint(tmp_path / 'degrader.pth')
+    opt = fill_option_paths(ST_TINY, tmp_path / 'dist.yml', tmp_path / 'faces', {
+        'datasets:train:type': 'IndexRecordingDataset', 'datasets:train:degradation_on_device': True,
+        'train:stream_pairs': {'degrader': str(degrader), 'ratio': 0.5}, 'train:total_iter': 100_000,
+        'logger:save_checkpoint_freq': 4, 'probe': '!!python/name:dist_probe.register', 'allow_unknown': ['probe']})
     text = Path(opt).read_text().replace("'!!python/name:dist_probe.register'", '!!python/name:dist_probe.register')
     Path(opt).write_text(text)
-    torchrun = ['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
-                '-m', 'dlst_plugin.train', '-opt', opt, '--launcher', 'pytorch']
-    run(torchrun, cwd=tmp_path, PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    return opt
+
+
+def test_torchrun_two_cpu_processes_stop_together_on_sigterm_and_auto_resume(tmp_path):
+    """The suite's one torchrun run (ST on streamed pairs, two CPU processes, DDP): both ranks read different
+    samples; rank 0 alone logs and saves; SIGTERM to rank 1 alone stops both ranks after the same iteration,
+    rank 0 saving networks and training state and saying so once; --auto_resume continues from that state with
+    the iteration, both optimizers (with their parameter groups) and both schedulers restored; DDP warns of no
+    gradient copies (grad strides) in either launch."""
+    opt = _torchrun_options(tmp_path)
+    command = [sys.executable if a == 'python' else str(a) for a in torchrun(
+        2, '-m', 'dlst_plugin.train', '-opt', opt, '--launcher', 'pytorch')]
+    env = subprocess_env(PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    exp = tmp_path / 'experiments' / 'tiny_st'
+    with open(tmp_path / 'first.log', 'w') as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(exp / 'training_states' / '4.state', first)
+            os.kill(int((tmp_path / 'pid_rank1.txt').read_text()), signal.SIGTERM)
+            first.wait(timeout=120)
+        finally:
+            first.kill()
+    out = (tmp_path / 'first.log').read_text()
+    assert first.returncode != 0, out[-3000:]
+    assert re.findall(r'exitcode\s*:\s*(\d+)', out) == ['143', '143'], out[-3000:]  # torchrun's report: both ranks
+    stops = [line for line in out.splitlines() if 'stopped by SIGTERM' in line]
+    assert len(stops) == 1 and 'iteration ' in stops[0], out[-3000:]
+    stopped = int(stops[0].split('iteration ')[1].split()[0])
+    assert stopped >= 4 and (exp / 'training_states' / f'{stopped}.state').is_file(), out[-3000:]
+    assert (exp / 'models' / f'net_g_{stopped}.pth').is_file() and (exp / 'models' / f'net_d_{stopped}.pth').is_file()
     # the first 8 reads of each rank are its 4 batches of epoch 0 (BasicSR prefetches one more batch)
     seen = [set((tmp_path / f'indices_rank{r}.txt').read_text().split()[:8]) for r in (0, 1)]
-    assert len(seen[0]) == len(seen[1]) == 8
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
-    exp = tmp_path / 'experiments' / 'tiny_sr'
-    assert len(list(exp.glob('train_tiny_sr_*.log'))) == 1
-    assert (exp / 'training_states' / '4.state').is_file()
+    assert len(seen[0]) == len(seen[1]) == 8 and not seen[0] & seen[1]
+    assert len(list(exp.glob('train_tiny_st_*.log'))) == 1
+    assert 'Streamed pairs: each batch = 2 drawn by the degrader' in out
 
-    proc = run(torchrun + ['--auto_resume', '--force_yml', 'train:total_iter=8'], cwd=tmp_path,
-               PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
-    log = sorted(exp.glob('train_tiny_sr_*.log'))[-1].read_text()
-    assert 'Resuming training from epoch' in log and 'iter: 4.' in log, proc.stdout[-2000:]
-    state = torch.load(exp / 'training_states' / '8.state', map_location='cpu', weights_only=True)
-    assert state['iter'] == 8
-    adam_steps = {int(s['step']) for s in state['optimizers'][0]['state'].values()}
-    assert adam_steps == {8}, 'optimizer state was not restored (Adam would count 4 steps)'
-    # BasicSR steps schedulers from iteration 2 on: 7 steps by iteration 8 (3 if not restored)
-    assert state['schedulers'][0]['last_epoch'] == 7
-
-
-# The plugin's own models through every launcher the issues name: (option file, experiment name, launchers)
-PLUGIN_RUNS = [('train_dl_tiny.yml', 'tiny_dl', ['basicsr', 'dlst-train', 'torchrun']),
-               ('train_st_tiny.yml', 'tiny_st', ['basicsr', 'torchrun'])]
-
-
-@pytest.mark.parametrize('option,name,launcher', [(o, n, la) for o, n, las in PLUGIN_RUNS for la in las])
-def test_plugin_models_train_through_each_launcher(tmp_path, option, name, launcher):
-    face_crops(tmp_path / 'faces', size=32, count=8)
-    opt = fill_option_paths(OPTIONS / option, tmp_path / option, tmp_path / 'faces')
-    commands = {
-        'basicsr': ['python', '-m', 'basicsr.train', '-opt', opt],
-        'dlst-train': [shutil.which('dlst-train') or 'dlst-train', '-opt', opt],
-        'torchrun': ['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
-                     '-m', 'dlst_plugin.train', '-opt', opt, '--launcher', 'pytorch'],
-    }
-    proc = run(commands[launcher], cwd=tmp_path)
-    models = tmp_path / 'experiments' / name / 'models'
-    assert sorted(p.name for p in models.glob('net_g_*.pth')), proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert (models / 'net_g_latest.pth').is_file()
-    state = torch.load(tmp_path / 'experiments' / name / 'training_states' / '4.state', map_location='cpu',
-                       weights_only=True)
-    assert state['iter'] == 4
+    before = torch.load(exp / 'training_states' / f'{stopped}.state', map_location='cpu', weights_only=True)
+    resumed = run(command + ['--auto_resume', '--force_yml', f'train:total_iter={stopped + 2}',
+                             f'logger:save_checkpoint_freq={stopped + 2}'], cwd=tmp_path,
+                  PYTHONPATH=env['PYTHONPATH'])
+    log = max(exp.glob('train_tiny_st_*.log'), key=os.path.getmtime).read_text()
+    assert 'Resuming training from epoch' in log and f'iter: {stopped}.' in log, resumed.stderr[-2000:]
+    assert 'End of training' in resumed.stdout + resumed.stderr
+    state = torch.load(exp / 'training_states' / f'{stopped + 2}.state', map_location='cpu', weights_only=True)
+    assert state['iter'] == stopped + 2
+    for optimizer in state['optimizers']:  # G and D: Adam continued (it would count 2 steps if not restored)
+        assert {int(s['step']) for s in optimizer['state'].values()} == {stopped + 2}
+    assert len(state['optimizers'][0]['param_groups']) == 3  # encoder, skip, decoder
+    assert [s['last_epoch'] for s in state['schedulers']] == [s['last_epoch'] + 2 for s in before['schedulers']]
+    for text in (out, resumed.stdout + resumed.stderr):
+        assert 'Grad strides do not match bucket view strides' not in text
 
 
 def _setup_kwargs(monkeypatch):

@@ -291,3 +291,15 @@ def test_help_mentions_every_option(capsys):
     out = capsys.readouterr().out
     for option in ('--glob', '--resize', '--png-level', '--workers', '--verify', '--overwrite', '--keys'):
         assert option in out
+
+
+def test_the_library_returns_what_was_written_and_skipped(tmp_path, capsys):
+    from dlst_plugin.fileio.folder_lmdb import LmdbSettings, make_lmdb
+    _write_sources(tmp_path / 'src', count=2)
+    (tmp_path / 'src' / 'broken.png').write_bytes(b'not a png')
+    result = make_lmdb(tmp_path / 'src', tmp_path / 'x.lmdb', LmdbSettings(keys='stem', verify=True))
+    assert (result.written, result.entries, result.problems) == (4, 4, [])
+    assert [(key, why) for key, _, why in result.skipped] == [('broken', 'unreadable: not an image, truncated or '
+                                                                          'corrupt')]
+    again = make_lmdb(tmp_path / 'src', tmp_path / 'x.lmdb', LmdbSettings(keys='stem'))
+    assert (again.written, again.entries) == (0, 4) and 'resuming' in capsys.readouterr().out

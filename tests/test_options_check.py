@@ -54,7 +54,7 @@ def _renamed(opt, dotted, new_name):
 
 @pytest.mark.parametrize('path', SHIPPED + TINY, ids=lambda p: f'{p.parent.name}/{p.name}')
 def test_shipped_and_test_option_files_pass(path):
-    check_options(_load(path), is_train=not path.name.startswith('test_'), source=str(path))
+    assert check_options(_load(path), is_train=not path.name.startswith('test_'), source=str(path)) == []
 
 
 @pytest.mark.parametrize('path', DEMO, ids=lambda p: p.name)
@@ -64,7 +64,7 @@ def test_demo_option_files_pass_once_the_demo_fills_them(path):
         for key in DEMO_NUMBERS:
             if block.get(key) == 'FILLED_BY_DEMO':
                 block[key] = 10
-    check_options(opt, source=str(path))  # data roots stay FILLED_BY_DEMO: present is what is checked
+    assert check_options(opt, source=str(path)) == []  # data roots stay FILLED_BY_DEMO: present is checked
 
 
 @pytest.mark.parametrize('dotted,wrong,expected', [

@@ -7,6 +7,7 @@ from helpers import REPO
 
 import dlst_plugin
 from dlst_plugin.cli import options as command
+from dlst_plugin.fileio import shipped as shipped_files
 
 OPTIONS = REPO / 'options'
 SHIPPED = sorted(p for p in OPTIONS.rglob('*') if p.suffix in ('.yml', '.py'))
@@ -144,10 +145,10 @@ def test_package_copy_is_read_first_and_a_missing_one_is_a_config_error(tmp_path
     packaged = tmp_path / 'site' / 'dlst_plugin'
     (packaged / 'assets' / 'options').mkdir(parents=True)
     (packaged / 'assets' / 'options' / 'only.yml').write_text('# the one file\nname: only\n')
-    monkeypatch.setattr(command, 'PACKAGE_DIR', packaged)
+    monkeypatch.setattr(shipped_files, 'PACKAGE_DIR', packaged)
     code, out, _ = dlst_options(capsys, '--list')
     assert code == 0 and out.split() == ['only', 'the', 'one', 'file']
-    monkeypatch.setattr(command, 'PACKAGE_DIR', tmp_path / 'elsewhere' / 'dlst_plugin')
+    monkeypatch.setattr(shipped_files, 'PACKAGE_DIR', tmp_path / 'elsewhere' / 'dlst_plugin')
     code, _, err = dlst_options(capsys, '--list')
     assert code == 2 and 'options/ is not installed with dlst-plugin' in err
 
@@ -157,5 +158,5 @@ def test_setup_ships_the_folders_the_package_reads(monkeypatch):
     import setuptools
     monkeypatch.setattr(setuptools, 'setup', lambda **kwargs: None)
     shipped = runpy.run_path(str(REPO / 'setup.py'), run_name='setup_under_test')['SHIPPED_FOLDERS']
-    assert shipped == {source: f'dlst_plugin/{inside}' for inside, source in command.SHIPPED.items()}
+    assert shipped == {source: f'dlst_plugin/{inside}' for inside, source in shipped_files.SHIPPED.items()}
     assert all((REPO / source).is_dir() for source in shipped)

@@ -113,3 +113,12 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='No space left on device'):
         fileio.atomic_write_bytes(tmp_path / 'x.png', b'0123456789')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_library_returns_the_photos_finished_and_writes_only_what_is_asked(model, faces, tmp_path):
+    from dlst_plugin.inference.restore_files import RestoreSettings, restore_files
+    summary = restore_files([faces, tmp_path / 'missing.png'], tmp_path / 'out', model,
+                            RestoreSettings(aligned=True, write_faces=False))
+    assert [p.rsplit('/', 1)[-1] for p in summary.finished] == ['a.png', 'b.png', 'c.png'] and summary.faces == 3
+    assert summary.failed == [(str(tmp_path / 'missing.png'), 'no such file or folder')]
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['restored_imgs']  # no restored_faces/, no cmp/

@@ -1,14 +1,15 @@
 """A training run on a cluster: one run per experiment folder (a lock that dies with its process), and
-SIGTERM / SIGUSR1 finish the iteration, save and exit 143, so that --auto_resume continues exactly."""
+SIGTERM / SIGUSR1 finish the iteration, save and exit 143, so that --auto_resume continues exactly. Under
+torchrun, where a signal to one rank stops all of them: the torchrun run of test_launchers.py."""
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from helpers import REPO, face_crops, fill_option_paths, run, subprocess_env
+from signal_runs import wait_for
 
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.run_control import ExperimentLock
@@ -37,14 +38,6 @@ def test_a_lock_held_by_a_live_process_stops_a_second_one_and_a_dead_ones_is_tak
     again.release()
 
 
-def _wait_for(path, proc, seconds=120):
-    end = time.time() + seconds
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < end, f'{path} never appeared'
-        time.sleep(0.2)
-
-
 def _params(path):
     return torch.load(path, map_location='cpu', weights_only=True)['params']
 
@@ -58,7 +51,7 @@ def test_a_sigterm_run_saves_refuses_a_twin_and_resumes_like_an_uninterrupted_on
     first = subprocess.Popen([sys.executable, '-m', 'dlst_plugin.train', '-opt', str(opt)], cwd=tmp_path,
                              env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(exp / 'models' / 'net_g_3.pth', first)
+        wait_for(exp / 'models' / 'net_g_3.pth', first)
         twin = run(['python', '-m', 'basicsr.train', '-opt', opt], cwd=tmp_path, check=False)
         assert twin.returncode == 2 and f'pid {first.pid}' in twin.stderr and 'Traceback' not in twin.stderr
         assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['.tiny_st.lock', 'tiny_st']

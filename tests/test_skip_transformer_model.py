@@ -1,5 +1,7 @@
-"""SkipTransformerModel: losses, parameter groups, FreezeD, VGG start-up check, BasicSR training,
-validation and resume; plus the evidence that ST learns to restore faces."""
+"""SkipTransformerModel: losses, parameter groups, FreezeD, VGG start-up check, BasicSR training (on streamed
+pairs) and validation, the test option file. Its resume is the torchrun run's (test_launchers.py); that ST
+learns to restore faces, test_face_restoration_model.py's."""
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import torch
 import yaml
 from helpers import REPO, face_crops, noisy_batch, run, single_process_options, write_options
+from tiny_restorers import save_degrader_checkpoint
 from torch.nn import functional as F
 
 import dlst_plugin  # noqa: F401
@@ -61,14 +64,20 @@ def test_step_logs_every_loss_and_keeps_frozen_weights(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(mapping_before, model.net_g.decoder.style_mlp.parameters()))
 
 
-def test_visuals_are_in_unit_range(tmp_path):
+def test_visuals_map_the_images_from_minus_one_one_to_the_unit_range(tmp_path):
+    """lq, result and gt go from the networks' [-1, 1] to the [0, 1] that BasicSR's tensor2img and metrics
+    read: -1 is 0, 1 is 1."""
     model = SkipTransformerModel(model_options(tmp_path))
     data = batch()
+    data['lq'][0, 0, 0, :2] = torch.tensor([-1.0, 1.0])
     model.feed_data(data)
     model.test()
     visuals = model.get_current_visuals()
-    torch.testing.assert_close(visuals['gt'], (data['gt'] + 1) / 2)
-    assert visuals['result'].shape == data['gt'].shape
+    assert list(visuals) == ['lq', 'result', 'gt']
+    for key, image in (('lq', data['lq']), ('result', model.output), ('gt', data['gt'])):
+        torch.testing.assert_close(visuals[key], (image.detach().cpu() + 1) / 2, msg=key)
+    assert visuals['lq'][0, 0, 0, :2].tolist() == [0.0, 1.0]
+    assert all(0 <= visuals[k].min() and visuals[k].max() <= 1 for k in ('lq', 'gt'))
 
 
 def test_missing_vgg_weights_stop_at_start_up_with_one_message(tmp_path, monkeypatch):
@@ -125,25 +134,25 @@ def tiny_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_basicsr_train_trains_validates_saves_and_resumes(tmp_path, tiny_run):
-    proc = run(['python', '-m', 'basicsr.train', '-opt', tiny_run], cwd=tmp_path)
+def test_basicsr_train_trains_on_streamed_pairs_validates_and_saves(tmp_path, tiny_run):
+    """python -m basicsr.train, half of each batch drawn by a degrader on the device: it trains, validates
+    (PSNR, SSIM, images) and saves both networks, G with its metadata. (Resuming ST with its two optimizers and
+    schedulers is the torchrun run's: test_launchers.py.)"""
+    degrader = save_degrader_checkpoint(tmp_path / 'degrader.pth')
+    opt = write_options(tiny_run, tiny_run, {'train:stream_pairs': {'degrader': str(degrader), 'ratio': 0.5},
+                                             'datasets:train:degradation_on_device': True})
+    proc = run(['python', '-m', 'basicsr.train', '-opt', opt], cwd=tmp_path)
     exp = tmp_path / 'experiments' / 'tiny_st'
     log = proc.stdout + proc.stderr
     assert 'End of training' in log and '# psnr' in log and '# ssim' in log, log[-3000:]
+    assert 'Streamed pairs: each batch = 2 drawn by the degrader (second_order, pool off) + the 2 of the data ' \
+           'loader' in log
     assert len(list((exp / 'visualization').rglob('*_4.png'))) == 2
     saved = torch.load(exp / 'models' / 'net_g_latest.pth', map_location='cpu', weights_only=True)
     assert set(saved) == {'params', 'params_ema', 'meta'} and saved['meta']['arch'] == 'SkipTransformer'
     assert (exp / 'models' / 'net_d_latest.pth').is_file()
-
-    before = torch.load(exp / 'training_states' / '4.state', map_location='cpu', weights_only=True)
-    run(['python', '-m', 'basicsr.train', '-opt', tiny_run, '--auto_resume', '--force_yml', 'train:total_iter=6'],
-        cwd=tmp_path)
-    state = torch.load(exp / 'training_states' / '6.state', map_location='cpu', weights_only=True)
-    assert state['iter'] == 6
-    for optimizer in state['optimizers']:  # G and D: Adam continued from 4 steps
-        assert {int(s['step']) for s in optimizer['state'].values()} == {6}
-    assert [s['last_epoch'] for s in state['schedulers']] == [s['last_epoch'] + 2 for s in before['schedulers']]
-    assert len(state['optimizers'][0]['param_groups']) == 3
+    state = torch.load(exp / 'training_states' / '4.state', map_location='cpu', weights_only=True)
+    assert state['iter'] == 4 and len(state['optimizers']) == 2
 
 
 @pytest.mark.parametrize('name', ['train_dlst.yml', 'train_dlst_noattn.yml', 'test_dlst.yml'])
@@ -165,18 +174,28 @@ def test_option_files_build_the_paper_network(name):
 
 @pytest.mark.slow
 def test_test_option_restores_a_folder(tmp_path):
-    """options/test_dlst.yml, shrunk to a 32 px network, restores every face of a folder."""
-    face_crops(tmp_path / 'lq', size=32, count=3, seed=2)
-    net_opt = yaml.safe_load(TINY.read_text())['network_g']
+    """options/test_dlst.yml, shrunk to a 32 px network, restores every face of a folder: each written image is
+    the network's output for that face (its EMA weights, evaluation mode)."""
+    from basicsr.utils import img2tensor, tensor2img
+    lq = face_crops(tmp_path / 'lq', size=32, count=3, seed=2)
+    net_opt = dict(yaml.safe_load(TINY.read_text())['network_g'], skip_resolutions=[8, 16])
     torch.manual_seed(0)
     net = SkipTransformer(**{k: v for k, v in net_opt.items() if k != 'type'})
     torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, tmp_path / 'st.pth')
     opt = write_options(REPO / 'options' / 'test_dlst.yml', tmp_path / 'test.yml', {
-        'datasets:test_1:dataroot_lq': str(tmp_path / 'lq'), 'network_g': {**net_opt, 'skip_resolutions': [8, 16]},
+        'datasets:test_1:dataroot_lq': str(tmp_path / 'lq'), 'network_g': net_opt,
         'path:pretrain_network_g': str(tmp_path / 'st.pth'), 'val:metrics': None, 'num_gpu': 0})
     run(['python', '-m', 'dlst_plugin.test', '-opt', opt], cwd=tmp_path)
-    out = sorted((tmp_path / 'results').rglob('*.png'))
-    assert len(out) == 3 and cv2.imread(str(out[0])).shape == (32, 32, 3)
+    name = yaml.safe_load(Path(opt).read_text())['name']  # BasicSR's test names a result <face>_<name>.png
+    out = {p.stem.removesuffix(f'_{name}'): p for p in (tmp_path / 'results').rglob('*.png')}
+    assert sorted(out) == sorted(p.stem for p in lq)
+    net.eval()
+    with torch.no_grad():
+        for path in lq:
+            image = img2tensor(cv2.imread(str(path)).astype(np.float32) / 255, bgr2rgb=True, float32=True)
+            expected = tensor2img((net(image[None] * 2 - 1) + 1) / 2)
+            written = cv2.imread(str(out[path.stem]))
+            assert written.shape == (32, 32, 3) and np.abs(written.astype(int) - expected).max() <= 1, path.name
 
 
 @pytest.mark.slow

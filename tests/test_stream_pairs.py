@@ -1,38 +1,28 @@
 """Streamed training pairs (train.stream_pairs): drawn on the device from a trained degrader, deterministic
-per (seed, iteration, rank), the pool, the restorer model with them, launchers and resume, and learning
-as well as pre-generated pairs."""
+per (seed, iteration, rank), the pool, the restorer model with them, and learning as well as pre-generated
+pairs. Launched end to end: python -m basicsr.train in test_skip_transformer_model.py, torchrun with SIGTERM
+and --auto_resume in test_launchers.py."""
 import copy
-import socket
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, face_crops, fill_option_paths, run, write_options
+from helpers import REPO, face_crops
+from tiny_restorers import save_degrader_checkpoint
 
 import dlst_plugin  # noqa: F401
-from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
-from dlst_plugin.checkpoints.meta import network_metadata
 from dlst_plugin.errors import ConfigError
 from dlst_plugin.models.pair_stream import PairStream
 
 ST_TINY = REPO / 'tests' / 'options' / 'train_st_tiny.yml'
-DEGRADER = {'type': 'CoupledStyleGAN2', 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2, 'channel_multiplier': 1,
-            'narrow': 1 / 32}
 
 
 @pytest.fixture
 def degrader_ckpt(tmp_path):
-    """A tiny degrader checkpoint as DegradationLearningModel saves it (params, params_ema, meta)."""
-    torch.manual_seed(0)
-    net = CoupledStyleGAN2(**{k: v for k, v in DEGRADER.items() if k != 'type'})
-    with torch.no_grad():
-        for p in net.green.parameters():  # a "trained" green network: no longer equal to the red one
-            p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path / 'degrader.pth'
-    torch.save({'params': net.state_dict(), 'params_ema': net.state_dict(), 'meta': network_metadata(DEGRADER)}, path)
-    return path
+    """A tiny "trained" degrader checkpoint as DegradationLearningModel saves it (params, params_ema, meta)."""
+    return save_degrader_checkpoint(tmp_path / 'degrader.pth')
 
 
 def stream(path, **opt):
@@ -121,7 +111,9 @@ def test_a_degrader_without_metadata_is_read_from_its_shapes(degrader_ckpt, tmp_
     ckpt = torch.load(degrader_ckpt, weights_only=True)
     torch.save({'params_ema': ckpt['params_ema']}, tmp_path / 'nometa.pth')
     lq, gt = stream(tmp_path / 'nometa.pth').pairs(2, 1)
+    with_meta = stream(degrader_ckpt).pairs(2, 1)
     assert lq.shape == gt.shape == (2, 3, 32, 32)
+    assert torch.equal(lq, with_meta[0]) and torch.equal(gt, with_meta[1])  # the same network, built from shapes
 
 
 def _model(tmp_path, degrader_ckpt, **stream_opt):
@@ -148,31 +140,6 @@ def test_the_model_appends_the_streamed_share_and_resumes_with_the_same_pairs(tm
     resumed.feed_data({'lq': x, 'gt': x})
     resumed.optimize_parameters(3)
     assert torch.equal(resumed.gt[2:], recorded[3][1]) and torch.equal(resumed.lq[2:], model.lq[2:])
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_basicsr_train_and_torchrun_train_st_on_streamed_pairs_and_resume(tmp_path, degrader_ckpt):
-    face_crops(tmp_path / 'faces', size=32, count=8)
-    opt = fill_option_paths(ST_TINY, tmp_path / 'st.yml', tmp_path / 'faces', {
-        'train:stream_pairs': {'degrader': str(degrader_ckpt), 'ratio': 0.5},
-        'datasets:train:degradation_on_device': True})
-    proc = run(['python', '-m', 'basicsr.train', '-opt', opt], cwd=tmp_path)
-    assert 'Streamed pairs: each batch = 2 drawn by the degrader (second_order, pool off) + the 2 of the data loader' \
-        in proc.stdout + proc.stderr
-    run(['python', '-m', 'basicsr.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=6'],
-        cwd=tmp_path)
-    state = torch.load(tmp_path / 'experiments' / 'tiny_st' / 'training_states' / '6.state', weights_only=True)
-    assert state['iter'] == 6
-    dist = write_options(opt, tmp_path / 'dist.yml', {'name': 'tiny_st_dist'})
-    run(['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}', '-m',
-         'dlst_plugin.train', '-opt', dist, '--launcher', 'pytorch'], cwd=tmp_path)
-    assert (tmp_path / 'experiments' / 'tiny_st_dist' / 'models' / 'net_g_latest.pth').is_file()
 
 
 def _train(model, source, faces, iters, generator):
@@ -207,10 +174,11 @@ def _learning_model(tmp_path, degrader_ckpt):
 
 @pytest.mark.slow
 def test_streamed_pairs_train_as_well_as_pre_generated_ones(tmp_path, degrader_ckpt, one_thread):
-    """A small ST trained 100 iterations on streamed pairs halves its held-out L2 (pairs of other seeds) and
+    """A small ST trained 60 iterations on streamed pairs halves its held-out L2 (pairs of other seeds) and
     ends within 10% of the same run on a fixed set of 32 pre-generated (clean, degraded) pairs that get a
-    fresh second-order degradation each time. (The random tiny degrader draws textures, not faces, which
-    such a short run does not restore below the identity; the comparison is what the test is about.)"""
+    fresh second-order degradation each time (measured: 0.80 of it; 0.92 after 100 iterations). (The random
+    tiny degrader draws textures, not faces, which such a short run does not restore below the identity; the
+    comparison is what the test is about.)"""
     from dlst_plugin.data.device_degradation import degrade_batch, sample_packed
     s = stream(degrader_ckpt)
     held_lq, held_gt = s.pairs(16, 10_000)
@@ -234,7 +202,7 @@ def test_streamed_pairs_train_as_well_as_pre_generated_ones(tmp_path, degrader_c
     for name, source in (('streamed', lambda it: s.pairs(4, it)), ('pre-generated', pre_generated)):
         model = _learning_model(tmp_path / name, degrader_ckpt)
         losses['untrained'] = held_out_l2(model)
-        _train(model, source, faces, 100, torch.Generator().manual_seed(0))
+        _train(model, source, faces, 60, torch.Generator().manual_seed(0))
         losses[name] = held_out_l2(model)
     assert losses['streamed'] < 0.5 * losses['untrained'], losses  # it learns (on pairs it never saw)
     assert losses['streamed'] <= 1.1 * losses['pre-generated'], losses  # as well as on pre-generated pairs

@@ -1,5 +1,6 @@
 """Nothing lost: checkpoints are written atomically, a failed save stops the run, and --auto_resume takes the
-newest *complete* training state (a truncated state or missing/unreadable networks: the previous one)."""
+newest *complete* training state (a truncated state or missing/unreadable networks: the previous one).
+End to end, through a real run: test_degradation_learning_model.py's tiny run resumes past a truncated state."""
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import REPO, face_crops, fill_option_paths, run, subprocess_env
+from helpers import subprocess_env
 
 import dlst_plugin  # noqa: F401
 from dlst_plugin.errors import DLSTError
@@ -153,20 +154,4 @@ def test_kill_during_a_save_leaves_the_previous_file_readable(tmp_path, what):
     else:
         saved = torch.load(models / 'net_g_latest.pth', weights_only=True)['params']
         assert not torch.equal(saved['weight'], torch.ones(256, 256)), 'the interrupted save replaced the file'
-
-
-@pytest.mark.slow
-def test_auto_resume_skips_a_truncated_state_end_to_end(tmp_path):
-    face_crops(tmp_path / 'faces', size=32, count=8)
-    opt = fill_option_paths(REPO / 'tests' / 'options' / 'train_tiny_sr.yml', tmp_path / 'sr.yml', tmp_path / 'faces',
-                            {'train:total_iter': 6, 'logger:save_checkpoint_freq': 3})
-    run(['python', '-m', 'dlst_plugin.train', '-opt', opt], cwd=tmp_path)
-    exp = tmp_path / 'experiments' / 'tiny_sr'
-    os.truncate(exp / 'training_states' / '6.state', 0)
-    proc = run(['python', '-m', 'dlst_plugin.train', '-opt', opt, '--auto_resume', '--force_yml', 'train:total_iter=5'],
-               cwd=tmp_path)
-    assert '6.state skipped and left on disk' in proc.stderr
-    log = sorted(exp.glob('train_tiny_sr_*.log'))[-1].read_text()
-    assert '6.state skipped and left on disk' in log and 'Resuming training from epoch: 0, iter: 3.' in log
-    assert (exp / 'training_states' / '6.state').stat().st_size == 0
 

@@ -47,3 +47,24 @@ def save_bare_checkpoint(path, net_opt, seed=0, key='params_ema'):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict() if key is None else {key: net.state_dict()}, path)
     return path, net
+
+
+TINY_DEGRADER = {'type': 'CoupledStyleGAN2', 'out_size': 32, 'num_style_feat': 32, 'num_mlp': 2,
+                 'channel_multiplier': 1, 'narrow': 1 / 32}
+
+
+def save_degrader_checkpoint(path, out_size=32, seed=0, trained=True):
+    """A tiny degrader saved as DegradationLearningModel saves it (params, params_ema, meta). ``trained``: its
+    green network no longer equals the red one, as after training."""
+    from dlst_plugin.archs.coupled_stylegan2_arch import CoupledStyleGAN2
+    from dlst_plugin.checkpoints.meta import network_metadata
+    net_opt = dict(TINY_DEGRADER, out_size=out_size)
+    torch.manual_seed(seed)
+    net = CoupledStyleGAN2(**{k: v for k, v in net_opt.items() if k != 'type'})
+    if trained:
+        with torch.no_grad():
+            for p in net.green.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'params': net.state_dict(), 'params_ema': net.state_dict(), 'meta': network_metadata(net_opt)}, path)
+    return path

@@ -10,10 +10,9 @@ import os
 import sys
 
 from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
-from dlst_plugin.errors import EXIT_INPUT, ConfigError, InputError
+from dlst_plugin.errors import EXIT_INPUT
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
-from dlst_plugin.faces.harvest import ERRORS_CSV, FACES_CSV, HarvestOptions, harvest
-from dlst_plugin.fileio.images import list_images
+from dlst_plugin.faces.harvest import HarvestOptions, harvest_folder
 
 EXAMPLE = ('example:\n  dlst-collect-lq-faces -i WIDER_train/images -o datasets/real_lq_faces.lmdb --size 512 '
            '--min-size 20')
@@ -55,30 +54,11 @@ add_common_arguments = add_harvest_arguments  # the old name
 
 
 def run_harvest(args, opts, what):
-    """Harvest ``args.input`` into ``args.output``; exit code 1 when a photo failed or no face was kept."""
-    if not os.path.isdir(args.input):
-        raise ConfigError(f'-i/--input {args.input}: source folder does not exist')
-    if args.size < 16 or args.workers < 1 or args.flush_every < 1:
-        raise ConfigError('--size must be at least 16, --workers and --flush-every at least 1')
-    photos = list_images(args.input, args.glob)
-    if not photos:
-        raise ConfigError(f'-i/--input {args.input}: no images' + (f' matching {args.glob!r}' if args.glob else ''))
-    summary = harvest(photos, args.output, opts, workers=args.workers, flush_every=args.flush_every,
-                      max_faces=args.max_faces, desc=what, overwrite=args.overwrite)
-    errors_csv = os.path.join(args.output, ERRORS_CSV)
-    if summary['already_done']:
-        print(f"resumed: {summary['already_done']} of {summary['photos']} photos were done before")
-    if not summary['faces']:
-        raise InputError(f"no face passed the size rule in {summary['photos_done']} photo(s) under {args.input} "
-                         f"({summary['errors']} unreadable, listed in {errors_csv}); check --min-size/--max-size, "
-                         '--score-threshold and the photos')
-    print(f"{summary['faces']} {what} in {args.output} from {summary['photos_done']} photos "
-          f"({summary['seconds']:.1f} s this run); per-face records in {os.path.join(args.output, FACES_CSV)}")
-    if summary['errors']:
-        print(f"warning: {summary['errors']} photo(s) could not be processed and were skipped, listed in "
-              f'{errors_csv}', file=sys.stderr)
-        return EXIT_INPUT
-    return 0
+    """Harvest ``args.input`` into ``args.output``; exit code 1 when a photo failed (no face kept: an error)."""
+    summary = harvest_folder(args.input, args.output, opts, glob=args.glob, workers=args.workers,
+                             flush_every=args.flush_every, max_faces=args.max_faces, what=what,
+                             overwrite=args.overwrite)
+    return EXIT_INPUT if summary['errors'] else 0
 
 
 def options_from_args(args, **size_rule):

@@ -125,12 +125,6 @@ def stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def interruption(err, message):
-    """The error a command raises for a ``KeyboardInterrupt`` ``err`` caught while working: :class:`Terminated`
-    when SIGTERM caused it, else :class:`Interrupted`, with ``message`` saying what was kept."""
-    return (Terminated if isinstance(err, TerminationRequest) else Interrupted)(message)
-
-
 def report_error(err, interrupted):
     """Print the one line for ``err`` on stderr and return its exit code: ``interrupted: ...`` (130) for
     Ctrl-C, ``stopped by SIGTERM: ...`` (143) for SIGTERM (``interrupted`` says what was kept, unless the
@@ -144,25 +138,3 @@ def report_error(err, interrupted):
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     print(f'error: {err}', file=sys.stderr, flush=True)
     return err.exit_code if isinstance(err, DLSTError) else EXIT_INPUT
-
-
-def check_resume_settings(path, settings, folder, flag_names=False):
-    """Refuse to resume ``folder`` when the settings an earlier run recorded in ``path`` (JSON) differ from
-    ``settings`` (the caller records the new ones once its output exists). ``flag_names``: name the settings
-    as flags (``png_level`` -> ``--png-level``). A damaged record is a ConfigError saying to pass --overwrite."""
-    import json
-    import os
-
-    from dlst_plugin.errors import ConfigError
-    if os.path.isfile(path):
-        try:
-            with open(path, encoding='utf-8') as f:
-                before = json.load(f)
-        except (ValueError, UnicodeDecodeError):
-            raise ConfigError(f'{path} is damaged (not JSON): pass --overwrite to start again') from None
-        name = (lambda key: '--' + key.replace('_', '-')) if flag_names else (lambda key: key)
-        diff = [f'{name(k)} {before.get(k)!r} (now {v!r})' for k, v in settings.items() if before.get(k) != v]
-        if diff:
-            raise ConfigError(f'{folder} was made with {", ".join(diff)}; rerun with the same settings to resume, '
-                              'pass --overwrite to start again, or choose another output folder')
-

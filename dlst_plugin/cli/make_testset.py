@@ -7,9 +7,10 @@ faces.csv / errors.csv / resume).
 """
 import sys
 
-from dlst_plugin.cli.collect_lq_faces import INTERRUPTED, add_harvest_arguments, options_from_args, run_harvest
+from dlst_plugin.cli.collect_lq_faces import INTERRUPTED, add_harvest_arguments, options_from_args
 from dlst_plugin.cli.common import make_parser, run_command
-from dlst_plugin.errors import ConfigError
+from dlst_plugin.errors import EXIT_INPUT, ConfigError
+from dlst_plugin.faces.harvest import harvest_folder
 
 EXAMPLE = 'example:\n  dlst-make-testset -i celeba/ -o testsets/own_lq --max-size 40'
 
@@ -27,7 +28,11 @@ def build_parser():
 def run(args):
     if args.min_size > args.max_size:
         raise ConfigError(f'--min-size {args.min_size} is above --max-size {args.max_size}')
-    return run_harvest(args, options_from_args(args, min_size=args.min_size, max_size=args.max_size), 'test faces')
+    summary = harvest_folder(args.input, args.output, options_from_args(args, min_size=args.min_size,
+                                                                         max_size=args.max_size),
+                             glob=args.glob, workers=args.workers, flush_every=args.flush_every,
+                             max_faces=args.max_faces, what='test faces', overwrite=args.overwrite)
+    return EXIT_INPUT if summary['errors'] else 0
 
 
 def main(argv=None):

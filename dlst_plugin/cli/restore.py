@@ -13,30 +13,14 @@ full or the output read-only stops the run at that photo (exit 1), saying which 
 photo's files are written atomically and a photo that fails takes back the files it had written, so the
 output folder holds finished photos only.
 """
-import contextlib
-import errno
-import glob
-import os
 import sys
-from pathlib import Path
 
-import cv2
-import numpy as np
-from tqdm import tqdm
-
-from dlst_plugin.checkpoints.files import resolve_model_path
 from dlst_plugin.cli.common import make_parser, run_command
-from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
-from dlst_plugin.fileio.atomic import atomic_write_bytes, check_can_write
-from dlst_plugin.fileio.images import IMAGE_EXTENSIONS, list_images
-from dlst_plugin.inference.face_restorer import SELECTIONS, STAGES, FaceRestorer, side_by_side, to_bgr8
-from dlst_plugin.loading.networks import DTYPES, RestoreError, RestoreSetupError
+from dlst_plugin.inference.face_restorer import SELECTIONS
+from dlst_plugin.inference.restore_files import RestoreSettings, restore_files
+from dlst_plugin.loading.networks import DTYPES
 
-OUT_DIRS = {'image': 'restored_imgs', 'faces': 'restored_faces', 'compare': 'cmp'}
-# a failed output write with one of these stops the run: every later photo would fail the same way
-STOP_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT,
-               errno.ENOTDIR}
 EXAMPLE = ('example:\n  dlst-restore -i photos/ \'more/*.jpg\' one.png -o results '
            '--model experiments/DLST_512/models/net_g_latest.pth --compare')
 
@@ -79,188 +63,16 @@ def build_parser():
     return p
 
 
-def collect_inputs(entries):
-    """([absolute path], [(entry, reason)]): files as given, folder images (recursive), glob matches."""
-    found, problems = [], []
-    for entry in entries:
-        if os.path.isdir(entry):
-            images = list_images(entry)
-            if not images:
-                problems.append((entry, f'folder holds no images ({", ".join(IMAGE_EXTENSIONS)})'))
-            found += [path for _, path in images]
-        elif os.path.isfile(entry):
-            found.append(entry)
-        elif glob.has_magic(entry):
-            matches = sorted(m for m in glob.glob(entry, recursive=True) if os.path.isfile(m))
-            if not matches:
-                problems.append((entry, 'pattern matches no file'))
-            found += matches
-        else:
-            problems.append((entry, 'no such file or folder'))
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
-    return unique, problems
-
-
-def output_name(path, used):
-    """File stem, made unique within the run (photo.jpg and photo.png both -> photo, photo_png)."""
-    stem = Path(path).stem
-    name = stem if stem not in used else f'{stem}_{Path(path).suffix.lstrip(".")}'
-    n = 1
-    while name in used:
-        name, n = f'{stem}_{n}', n + 1
-    used.add(name)
-    return name
-
-
-def read_photo(path):
-    """The file's pixels, unchanged (grey, alpha and 16 bits kept), or RestoreError."""
-    data = np.fromfile(path, np.uint8)
-    if data.size == 0:
-        raise RestoreError('empty file')
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise RestoreError('not an image, or truncated / corrupt (OpenCV cannot decode it)')
-    return img
-
-
-class WriteFailed(Exception):
-    """One of a photo's output files could not be written; ``fatal`` when every later write would fail too
-    (no space, read-only, no permission, the folder gone), so the run stops instead of going on."""
-
-    def __init__(self, path, err):
-        super().__init__(f'cannot write {path}: {err.strerror or err}')
-        self.path, self.err = path, err
-        self.fatal = err.errno in STOP_ERRNOS
-
-
-def write_png(path, img, written=None):
-    """Write through a temporary file (no half-written PNG survives a failure or a kill); ``written``
-    collects the paths written, so a photo that fails later can take its files back."""
-    ok, buf = cv2.imencode('.png', img)
-    if not ok:
-        raise RestoreError(f'cannot encode {path}')
-    try:
-        atomic_write_bytes(path, buf.tobytes())
-    except OSError as err:
-        raise WriteFailed(path, err) from None
-    if written is not None:
-        written.append(path)
-
-
-def restore_one(restorer, path, out_dir, name, args, totals):
-    """Restore one photo and write its files; when anything fails (or Ctrl-C / SIGTERM comes) the files
-    this photo had written are removed, so the output folder holds finished photos only."""
-    img = read_photo(path)
-    result = restorer.restore_image(img, aligned=args.aligned)
-    written = []
-    try:
-        write_png(out_dir / OUT_DIRS['image'] / f'{name}.png', result.image, written)
-        if not args.no_faces:
-            for k, face in enumerate(result.faces):
-                write_png(out_dir / OUT_DIRS['faces'] / f'{name}_{k:02d}.png', face, written)
-        if args.compare:
-            write_png(out_dir / OUT_DIRS['compare'] / f'{name}.png',
-                      side_by_side(to_bgr8(img)[0], to_bgr8(result.image)[0]), written)
-    except BaseException:
-        for done in written:
-            with contextlib.suppress(OSError):
-                os.remove(done)
-        raise
-    for stage, seconds in result.timings.items():
-        totals[stage] += seconds
-    totals['faces'] += len(result.faces)
-    return result
-
-
-def output_folders(args):
-    out_dir = Path(args.output)
-    wanted = {'image': True, 'faces': not args.no_faces, 'compare': args.compare}
-    return out_dir, [out_dir / sub for key, sub in OUT_DIRS.items() if wanted[key]]
-
-
-def check_output(args):
-    """Create the output folders and write a test file in each: an output that cannot be written (read-only,
-    full, a path under a file) stops the run before any photo is restored: a configuration error (exit code 2,
-    nothing was done), as dlst-make-lmdb and dlst-collect-lq-faces treat an unwritable destination."""
-    out_dir, folders = output_folders(args)
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            check_can_write(folder)
-        except OSError as err:
-            raise ConfigError(f'-o/--output {out_dir}: cannot write into {folder} ({err}); no photo was restored. '
-                             'Free some space, make it writable, or choose another output folder') from None
-    return out_dir
-
-
-def load_restorer(args):
-    model = resolve_model_path(args.model, args.weights_dir, prefer_safetensors=True)
-    if model.suffix == '.safetensors' and Path(args.model).suffix.lower() != '.safetensors':
-        print(f'note: --model {args.model}: using {model} (the safetensors copy next to it)', file=sys.stderr)
-    restorer = FaceRestorer.from_files(str(model), opt=args.opt, device=args.device, dtype=args.dtype,
-                                       weights_dir=args.weights_dir, detector=args.detector, select=args.faces,
-                                       min_face_size=args.min_face_size, batch_size=args.batch_size,
-                                       score_threshold=args.score_threshold)
-    if not args.aligned:
-        restorer.detector  # noqa: B018  (build it now: a missing detector model stops the run before any work)
-    return restorer
-
-
-def restore_all(restorer, paths, out_dir, args, totals, failed):
-    """Restore ``paths`` in turn; return (finished photos, (photo, WriteFailed) that stopped the run or None)."""
-    used, finished = set(), []
-    for path in tqdm(paths, desc='photos', unit='photo', file=sys.stderr):
-        try:
-            result = restore_one(restorer, path, out_dir, output_name(path, used), args, totals)
-        except WriteFailed as err:
-            if err.fatal:  # every later photo would fail the same way: stop at the first
-                return finished, (path, err)
-            failed.append((path, str(err)))
-            tqdm.write(f'failed: {path}: {err}', file=sys.stderr)
-            continue
-        except (RestoreError, ValueError, cv2.error, OSError, MemoryError, RuntimeError) as err:
-            # the photo's own problem (or memory, a failing forward): report it and go on
-            failed.append((path, str(err) if isinstance(err, RestoreError) else f'{type(err).__name__}: {err}'))
-            tqdm.write(f'failed: {path}: {err}', file=sys.stderr)
-            continue
-        finished.append(path)
-        for note in result.notes:
-            tqdm.write(f'note: {path}: {note}', file=sys.stderr)
-    return finished, None
-
-
-def stop_message(stop, finished, failed, paths, out_dir):
-    """The error of a run stopped by an output write: what failed, what was finished, what was not started."""
-    path, err = stop
-    names = [Path(p).name for p in finished]
-    shown = ', '.join(names) if len(names) <= 3 else f'{names[0]} ... {names[-1]}'
-    left = len(paths) - paths.index(path) - 1
-    return (f'{err}; stopped at {path}: {len(finished)} of {len(paths)} photo(s) finished'
-            + (f' ({shown}; their files are in {out_dir})' if finished else '')
-            + f', {len(failed)} failed, {left} not started, none of {Path(path).name} kept. '
-            'Free some space or make the output writable, then rerun')
+def settings_from_args(args):
+    return RestoreSettings(opt=args.opt, aligned=args.aligned, device=args.device, dtype=args.dtype,
+                           batch_size=args.batch_size, faces=args.faces, min_face_size=args.min_face_size,
+                           detector=args.detector, score_threshold=args.score_threshold, weights_dir=args.weights_dir,
+                           compare=args.compare, write_faces=not args.no_faces)
 
 
 def run(args):
-    if args.batch_size < 1:
-        raise RestoreSetupError('--batch-size must be at least 1')
-    paths, problems = collect_inputs(args.input)
-    if not paths:
-        raise RestoreSetupError('-i/--input: no input images: ' + '; '.join(f'{e}: {why}' for e, why in problems))
-    restorer = load_restorer(args)
-    out_dir = check_output(args)
-    totals = dict.fromkeys(STAGES, 0.0) | {'faces': 0}
-    failed = list(problems)
-    finished, stop = restore_all(restorer, paths, out_dir, args, totals, failed)
-    faces = totals['faces']
-    print(f'{len(finished)} ok, {len(failed)} failed; {faces} faces restored into {out_dir}')
-    if faces:
-        print('seconds per face: ' + ', '.join(f'{s} {totals[s] / faces:.3f}' for s in STAGES))
-    for entry, why in failed:
-        print(f'  failed: {entry}: {why}')
-    if stop:
-        raise InputError(stop_message(stop, finished, failed, paths, out_dir))
-    return 1 if failed else 0
+    summary = restore_files(args.input, args.output, args.model, settings_from_args(args))
+    return 1 if summary.failed else 0
 
 
 def main(argv=None):

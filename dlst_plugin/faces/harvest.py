@@ -14,6 +14,7 @@ import contextlib
 import csv
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 
@@ -21,10 +22,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dlst_plugin.errors import ConfigError
+from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.alignment import align_face
 from dlst_plugin.faces.detection import build_detector
 from dlst_plugin.fileio.atomic import atomic_write_bytes, atomic_write_csv, check_writable
+from dlst_plugin.fileio.images import list_images
 from dlst_plugin.fileio.lmdb import LmdbWriter, encode_png, image_shape, is_lmdb_dir, sanitize_key, worker_pool
 
 FACES_CSV, ERRORS_CSV, DONE_TXT = 'faces.csv', 'errors.csv', 'done.txt'
@@ -256,4 +258,34 @@ def harvest(photos, dst, opts, workers=1, flush_every=50, max_faces=None, desc='
                 break
     summary.update(faces=state.num_faces, errors=len(state.errors), seconds=time.time() - start,
                    photos_done=len(state.done))
+    return summary
+
+
+def harvest_folder(source, dst, opts, glob=None, workers=1, flush_every=50, max_faces=None, what='faces',
+                   overwrite=False):
+    """Harvest the photos under the folder ``source`` (those matching the fnmatch pattern ``glob``) into ``dst``
+    (:func:`harvest`), resuming an earlier harvest there; print what was done and return the summary dict
+    (``errors``: photos that could not be processed, listed in errors.csv; the rest was done). Bad settings
+    raise ConfigError; no face passing the size rule raises InputError. Messages name the command flags."""
+    if not os.path.isdir(source):
+        raise ConfigError(f'-i/--input {source}: source folder does not exist')
+    if opts.size < 16 or workers < 1 or flush_every < 1:
+        raise ConfigError('--size must be at least 16, --workers and --flush-every at least 1')
+    photos = list_images(source, glob)
+    if not photos:
+        raise ConfigError(f'-i/--input {source}: no images' + (f' matching {glob!r}' if glob else ''))
+    summary = harvest(photos, os.fspath(dst), opts, workers=workers, flush_every=flush_every, max_faces=max_faces,
+                      desc=what, overwrite=overwrite)
+    errors_csv = os.path.join(dst, ERRORS_CSV)
+    if summary['already_done']:
+        print(f"resumed: {summary['already_done']} of {summary['photos']} photos were done before")
+    if not summary['faces']:
+        raise InputError(f"no face passed the size rule in {summary['photos_done']} photo(s) under {source} "
+                         f"({summary['errors']} unreadable, listed in {errors_csv}); check --min-size/--max-size, "
+                         '--score-threshold and the photos')
+    print(f"{summary['faces']} {what} in {dst} from {summary['photos_done']} photos "
+          f"({summary['seconds']:.1f} s this run); per-face records in {os.path.join(dst, FACES_CSV)}")
+    if summary['errors']:
+        print(f"warning: {summary['errors']} photo(s) could not be processed and were skipped, listed in "
+              f'{errors_csv}', file=sys.stderr)
     return summary

@@ -41,6 +41,20 @@ def atomic_write_text(path, text, encoding='utf-8'):
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def atomic_write_image(path, img, params=()):
+    """Encode ``img`` (OpenCV's layout: BGR, uint8 or uint16) in the format of ``path``'s suffix with OpenCV's
+    ``params`` (e.g. ``[cv2.IMWRITE_JPEG_QUALITY, 90]``) and write it atomically; ValueError when OpenCV cannot
+    encode it."""
+    import cv2
+    try:
+        ok, buf = cv2.imencode(Path(path).suffix or '.png', img, list(params))
+    except cv2.error:  # a layout the format cannot hold (e.g. 2 or 5 channels)
+        ok = False
+    if not ok:
+        raise ValueError(f'OpenCV cannot encode a {img.shape} {img.dtype} image as {Path(path).suffix} ({path})')
+    atomic_write_bytes(path, buf.tobytes())
+
+
 def atomic_torch_save(obj, path):
     """``torch.save`` through a temporary file: a kill during the save leaves the previous file intact."""
     import torch

@@ -92,6 +92,31 @@ def read_meta_info(lmdb_path):
     return entries, malformed
 
 
+def lmdb_keys(lmdb_path):
+    """The keys ``meta_info.txt`` lists, in its order (what BasicSR's datasets read)."""
+    return [key for key, _, _ in read_meta_info(lmdb_path)[0]]
+
+
+def read_lmdb_images(lmdb_path, keys=None, flags=cv2.IMREAD_COLOR):
+    """``{key: image}`` of ``keys`` (default: :func:`lmdb_keys`), decoded with OpenCV ``flags``; InputError
+    naming the LMDB and the key when a key is not stored or does not decode."""
+    keys = lmdb_keys(lmdb_path) if keys is None else list(keys)
+    images = {}
+    env = lmdb.open(os.fspath(lmdb_path), readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin() as txn:
+            for key in keys:
+                data = txn.get(key.encode('ascii'))
+                img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+                if img is None:
+                    raise InputError(f'{lmdb_path}: key {key!r} is ' + ('not stored' if data is None else
+                                                                       'not a decodable image'))
+                images[key] = img
+    finally:
+        env.close()
+    return images
+
+
 def is_lmdb_dir(path):
     return os.path.isfile(os.path.join(path, 'data.mdb'))
 

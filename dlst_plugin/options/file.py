@@ -73,6 +73,26 @@ def read_option_file(path):
     return opt
 
 
+def set_dotted(opt, dotted, value, sep=':', create=True):
+    """Set ``opt[a][b][c] = value`` for ``dotted = 'a:b:c'`` (``sep`` splits it; BasicSR's ``--force_yml`` and the
+    demo write ``:``). ``create``: make missing parent blocks; otherwise a missing parent or one that is not a
+    block is a ConfigError naming the part of ``dotted`` at fault. Returns ``opt``."""
+    *parents, last = dotted.split(sep)
+    node = opt
+    for depth, key in enumerate(parents):
+        if not isinstance(node, dict):
+            break
+        if key not in node and create:
+            node[key] = {}
+        if key not in node:
+            raise ConfigError(f'{dotted}: {sep.join(parents[:depth + 1])} is not in the option file')
+        node = node[key]
+    if not isinstance(node, dict):
+        raise ConfigError(f'{dotted}: {sep.join(parents)} is not a block of keys')
+    node[last] = value
+    return opt
+
+
 def _parse_value(text):
     from basicsr.utils.options import _postprocess_yml_value
     return _postprocess_yml_value(text)

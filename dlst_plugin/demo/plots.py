@@ -1,4 +1,5 @@
-"""Training curves of the demo's report: parsed from BasicSR's logs, drawn with matplotlib as PNG.
+"""Training curves of the demo's report (BasicSR's logs parsed by :mod:`dlst_plugin.experiments.runs`), drawn with
+matplotlib as PNG.
 
 Each training run gets one figure with one panel per kind of value (generator terms, discriminator
 terms, discriminator outputs), iteration on the x axis, a log y axis where the values are positive and
@@ -6,15 +7,10 @@ span more than a decade, the raw values faint and a moving average on top, and t
 panel, clear of the lines.
 """
 import io
-import re
+import json
 from pathlib import Path
 
 import numpy as np
-
-ITER = re.compile(r'\biter:\s*([\d,]+)')
-VALUE = re.compile(r'\b([A-Za-z_]\w*):\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))(?=\s|$)')
-FIT_LINE = re.compile(r'synthesis step (\d+)/\d+: L1 ([\d.eE+-]+)')
-NOT_CURVES = {'lr', 'epoch', 'iter', 'eta', 'time', 'data', 'nonfinite_steps'}  # not training curves
 
 # panels: (title, y label, keys in plotting order); a key goes to the first panel that lists it
 PANELS = (
@@ -31,33 +27,10 @@ LABELS = {
 }
 
 
-def parse_log(text):
-    """{name: [(iteration, value)]} of every ``name: number`` after the iteration in BasicSR's log lines."""
-    curves = {}
-    for line in text.splitlines():
-        m = ITER.search(line)
-        if not m:
-            continue
-        tail = line[m.end():]
-        tail = tail[tail.rfind(']') + 1:]  # after "lr:(...)] [eta: ..., time (data): ...]"
-        it = int(m.group(1).replace(',', ''))
-        for name, value in VALUE.findall(tail):
-            if name not in NOT_CURVES:
-                curves.setdefault(name, []).append((it, float(value)))
-    return curves
-
-
-def training_curves(experiment_dir):
-    """Curves of the newest ``train_*.log`` of a BasicSR experiment folder ({} when there is none)."""
-    logs = sorted(Path(experiment_dir).glob('train_*.log'), key=lambda p: p.stat().st_mtime)
-    return parse_log(logs[-1].read_text(errors='replace')) if logs else {}
-
-
-def fit_curve(log_file):
-    """{'fit L1': [(step, L1)]} from the prior's fit log."""
-    path = Path(log_file)
-    points = [(int(s), float(v)) for s, v in FIT_LINE.findall(path.read_text(errors='replace'))] \
-        if path.is_file() else []
+def fit_curve(curve_file):
+    """{'fit L1': [(step, L1)]} from the curve the prior's fit wrote (JSON; {} when there is none)."""
+    path = Path(curve_file)
+    points = [(int(step), float(value)) for step, value in json.loads(path.read_text())] if path.is_file() else []
     return {'fit L1': points} if points else {}
 
 

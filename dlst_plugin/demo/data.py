@@ -8,15 +8,13 @@ import numpy as np
 import yaml
 
 from dlst_plugin.errors import InputError
-from dlst_plugin.fileio.atomic import atomic_write_text
+from dlst_plugin.fileio.atomic import atomic_write_image, atomic_write_text
 from dlst_plugin.fileio.images import list_images
+from dlst_plugin.options.file import read_option_file, set_dotted
 
 # the in-the-wild photos: each face is made this wide (detector box, px), the size of real LQ faces in
 # crowd photos (paper 4.1: <= 40 px); aligned to the FFHQ template a face fills about 2x its box, so the
 # restorer's 64 px faces are pasted back at 0.6-1x: never enlarged, so never blurrier for being enlarged
-# the four folders the demo's evaluation scores, by their method labels in evaluation/metrics.json
-ALIGNED_METHODS = ('real LQ faces (aligned)', 'restored faces (aligned)')
-REGION_METHODS = ('input photos, face regions', 'restored photos, face regions')
 WILD_FACE_WIDTH = (20.0, 30.0)
 HQ_SCALE = (0.8, 1.2)  # the HQ photos: mild rescaling only (aligned faces come out larger than 64 px)
 REGION_SCALE = 2.0  # face region scored by NIQE: a square 2x the detector box, about what the restorer pastes
@@ -70,9 +68,9 @@ def make_photos(photos, out_dir, variants, seed, degrade):
             if degrade:
                 var = cv2.GaussianBlur(var, (0, 0), rng.uniform(0.6, 1.2))
                 var = np.clip(var + rng.normal(0, rng.uniform(3, 8), var.shape), 0, 255).astype(np.uint8)
-                cv2.imwrite(f'{name}.jpg', var, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 45))])
+                atomic_write_image(f'{name}.jpg', var, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 45))])
             else:
-                cv2.imwrite(f'{name}.png', var)
+                atomic_write_image(f'{name}.png', var)
 
 
 def read_faces_csv(folder):
@@ -88,18 +86,10 @@ def photos_with_faces(out):
     return [out / 'wild_photos' / name for name in sources]
 
 
-def set_dotted(opt, dotted, value):
-    node = opt
-    *parents, last = dotted.split(':')
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = value
-
-
 def fill_options(template, dest, paths, updates):
     """Copy a demo option file: its FILLED_BY_DEMO data roots from ``paths`` ({'phase:key' or 'key': path}),
     then ``updates`` ({'a:b:c': value}) set."""
-    opt = yaml.safe_load(Path(template).read_text())
+    opt = read_option_file(template)
     for phase, ds in opt['datasets'].items():
         for key in list(ds):
             if ds[key] == 'FILLED_BY_DEMO':
@@ -150,6 +140,6 @@ def write_face_regions(out):
             continue
         photo = cv2.imread(str(out / 'wild_photos' / source), cv2.IMREAD_COLOR)
         x0, y0, x1, y1 = face_region(row, photo.shape)
-        cv2.imwrite(str(dirs['input'] / f'{stem}.png'), photo[y0:y1, x0:x1])
-        cv2.imwrite(str(dirs['restored'] / f'{stem}.png'), cv2.imread(str(restored), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
+        atomic_write_image(dirs['input'] / f'{stem}.png', photo[y0:y1, x0:x1])
+        atomic_write_image(dirs['restored'] / f'{stem}.png', cv2.imread(str(restored), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
     return dirs

@@ -7,9 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dlst_plugin.cli.demo_data import REGION_METHODS
-from dlst_plugin.cli.demo_plots import fit_curve, plot_png, training_curves
+from dlst_plugin.demo.layout import REGION_METHODS, STAGES, experiment, fit_curve_file
+from dlst_plugin.demo.plots import fit_curve, plot_png
+from dlst_plugin.experiments.runs import training_curves
 from dlst_plugin.fileio.images import list_images
+from dlst_plugin.fileio.lmdb import is_lmdb_dir, lmdb_keys, read_lmdb_images
+from dlst_plugin.options.file import read_option_file
 
 CSS = ('body{font-family:sans-serif;max-width:1150px;margin:auto;padding:0 1em}img{max-width:100%}'
        'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}'
@@ -56,17 +59,10 @@ def folder_images(folder, limit=16):
 
 
 def lmdb_images(path, limit=8):
-    import lmdb
-    if not (Path(path) / 'data.mdb').is_file():
+    """Up to ``limit`` images of the LMDB ``path``, spread over its keys ([] before the LMDB exists)."""
+    if not is_lmdb_dir(path):
         return []
-    from dlst_plugin.data.face_image_source import read_lmdb_keys
-    keys = read_lmdb_keys(str(path))
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
-    with env.begin() as txn:
-        images = [cv2.imdecode(np.frombuffer(txn.get(k.encode()), np.uint8), cv2.IMREAD_COLOR)
-                  for k in spread(keys, limit)]
-    env.close()
-    return images
+    return list(read_lmdb_images(path, spread(lmdb_keys(path), limit)).values())
 
 
 def newest_png(folder):
@@ -113,10 +109,9 @@ def framed_samples(folder, detection, size=112):
 
 
 def learning_rates(option_file):
-    import yaml
     if not Path(option_file).is_file():
         return 'learning rates: see the option file'
-    train = yaml.safe_load(Path(option_file).read_text())['train']
+    train = read_option_file(option_file)['train']
     return f'generator learning rate {train["optim_g"]["lr"]:g}, discriminator {train["optim_d"]["lr"]:g}'
 
 
@@ -135,17 +130,17 @@ def prior_section(out):
             f'<p><b>YuNet finds a face in {detection["faces_found"]} of {detection["samples"]} samples '
             f'({100 * detection["rate"]:.0f} %)</b> (each sample upscaled to {detection["upscaled_to"]} px, '
             f'default score threshold; the score is under each face). {comparison_text(detection)}</p>')
-    curves = fit_curve(out / 'logs' / 'prior_fit.log')
+    curves = fit_curve(fit_curve_file(out))
     body = (rate + picture(framed_samples(out / 'prior' / 'samples', detection), 'prior samples') +
             '<p>With three source photos the prior memorises them: its faces are the three people and blends of '
             'them, not new people. That is enough for the demo (its clean faces look like faces), and it is '
             'what a StyleGAN2 trained on a handful of images does. A StyleGAN2 learns faces from scratch in '
             'GPU-days, so the demo first <i>fits</i> the generator to one face per photo (a minute of CPU, '
-            '<code>dlst_plugin/cli/demo_prior.py</code>); BasicSR\'s <code>StyleGAN2Model</code> then trains on '
+            '<code>dlst_plugin/demo/prior.py</code>); BasicSR\'s <code>StyleGAN2Model</code> then trains on '
             'the HQ faces from there (the full-scale recipe, <code>options/train_stylegan2_prior.yml</code>, '
             'trains from scratch) and gives the discriminator that the degrader and the restorer start from.</p>'
             + curves_figure(curves, 'the fit: L1 of the generated blends (pixels in [-1, 1])')
-            + curves_figure(training_curves(out / 'experiments' / 'demo_prior'),
+            + curves_figure(training_curves(experiment(out, 'demo_prior')),
                             f'BasicSR StyleGAN2Model ({learning_rates(out / "options" / "demo_prior.yml")})'))
     return section('4. StyleGAN2 face prior', 'faces in the samples (green frames), the three people of the '
                    'sample photos; the fit\'s L1 falling; D(real) above D(fake) as the discriminator learns '
@@ -312,7 +307,6 @@ def restore_section(out, metrics):
 # --- the page ----------------------------------------------------------------------------------------
 
 def timings(out):
-    from dlst_plugin.cli.demo import STAGES
     rows, total = '', 0.0
     for stage in (s for s in STAGES if s != 'report'):
         marker = out / 'stages' / f'{stage}.done'
@@ -343,15 +337,15 @@ def build_report(out):
         section('5. Degrader training', 'in the grid (pairs of columns: clean | degraded), the clean faces are '
                 'the prior\'s and stay fixed; the degraded ones start as copies and drift towards the look of '
                 'the real LQ faces (blur, noise, colour); the L2 term rises from 0 as they drift.',
-                picture(enlarged(newest_png(out / 'experiments' / 'demo_dl' / 'visualization')), 'degrader grid')
-                + curves_figure(training_curves(out / 'experiments' / 'demo_dl'),
+                picture(enlarged(newest_png(experiment(out, 'demo_dl') / 'visualization')), 'degrader grid')
+                + curves_figure(training_curves(experiment(out, 'demo_dl')),
                                 'degrader (DegradationLearningModel)')),
         section('6. Generated pairs (dlst-generate-pairs)', 'top row clean, bottom row degraded, same keys: the '
                 'same face twice, the bottom one degraded.', picture(tile(clean + degraded, max(len(clean), 1)),
                                                                    'pairs')),
         section('7. Skip-Transformer training', 'the pixel loss falling over the first hundred iterations; the '
                 'adversarial terms staying balanced (neither D output running away).',
-                curves_figure(training_curves(out / 'experiments' / 'demo_st'), 'restorer (SkipTransformerModel)')),
+                curves_figure(training_curves(experiment(out, 'demo_st')), 'restorer (SkipTransformerModel)')),
         restore_section(out, metrics),
         section('9. Evaluation (dlst-evaluate)', 'the two NIQE backends agreeing to a few percent; the restored '
                 'rows against the input rows.', aligned_table(metrics)),

@@ -14,21 +14,20 @@ The fit, with one target face per source photo (K targets):
 2. the mapping network learns ``z -> sum_k a_k(z) w_k``, so random z (what the degrader draws) land
    where the synthesis network was trained.
 
-``sample`` draws faces from a checkpoint's ``params_ema`` (what the degrader and the restorer load) and
-reports how many of them OpenCV's YuNet face detector finds (each upscaled to 256 px).
+:func:`sample_prior` draws faces from a checkpoint's ``params_ema`` (what the degrader and the restorer load)
+and reports how many of them OpenCV's YuNet face detector finds (each upscaled to 256 px).
 """
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dlst_plugin.cli.common import make_parser, run_command
 from dlst_plugin.errors import InputError
-from dlst_plugin.fileio.atomic import atomic_torch_save, atomic_write_text
+from dlst_plugin.fileio.atomic import atomic_torch_save, atomic_write_image, atomic_write_text
+from dlst_plugin.options.file import read_option_file
 
 DETECT_SIDE = 256  # samples are upscaled (bicubic) to this side before detection
 MAPPING_STEPS, MAPPING_BATCH = 1500, 256
@@ -36,8 +35,7 @@ MAPPING_STEPS, MAPPING_BATCH = 1500, 256
 
 def generator_options(option_file):
     """``network_g`` of a demo prior option file, without its ``type``."""
-    import yaml
-    net = dict(yaml.safe_load(Path(option_file).read_text())['network_g'])
+    net = dict(read_option_file(option_file)['network_g'])
     net.pop('type', None)
     return net
 
@@ -92,7 +90,7 @@ def fit_synthesis(g, faces, directions, steps, beta, lr, batch, log):
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps:
-            log(f'synthesis step {step}/{steps}: L1 {loss.item():.4f}')
+            log(f'synthesis step {step}/{steps}: L1 {loss.item():.4f}', step, loss.item())
     return codes.detach()
 
 
@@ -111,24 +109,31 @@ def fit_mapping(g, codes, directions, beta, lr, log):
                 f'{codes.var(0).mean().item():.4f})')
 
 
-def fit(args):
+def fit_prior(faces_dir, option_file, out, steps=500, beta=32.0, lr=0.01, batch=8, seed=0, curve=None):
+    """Fit the generator of ``option_file``'s ``network_g`` to one face per source photo of ``faces_dir`` (aligned
+    faces named <photo>_<variant>_<face>.png); write ``out`` (``params`` and ``params_ema``, what BasicSR's
+    ``pretrain_network_g`` loads) and, when ``curve`` is given, the synthesis steps' L1 there (JSON)."""
     import torch
-    torch.manual_seed(args.seed)
-    g = build_generator(args.opt).train()
-    faces, names = target_faces(args.faces, g.out_size)
+    torch.manual_seed(seed)
+    g = build_generator(option_file).train()
+    faces, names = target_faces(faces_dir, g.out_size)
     directions = torch.nn.functional.normalize(torch.randn(len(faces), g.num_style_feat), dim=1)
-    t0 = time.time()
+    t0, points = time.time(), []
 
-    def log(msg):
+    def log(msg, step=None, value=None):
         print(f'[{time.time() - t0:6.1f} s] {msg}', flush=True)
+        if step is not None:
+            points.append([step, value])
     log(f'fitting a {g.out_size} px generator to {len(faces)} faces ({", ".join(names)})')
-    codes = fit_synthesis(g, faces, directions, args.steps, args.beta, args.lr, args.batch, log)
+    codes = fit_synthesis(g, faces, directions, steps, beta, lr, batch, log)
     # the mapping's weights are scaled by lr_mlp (0.01) in the forward pass: Adam needs a 1/lr_mlp larger step
-    fit_mapping(g, codes, directions, args.beta, args.lr / g.style_mlp[1].lr_mul, log)
+    fit_mapping(g, codes, directions, beta, lr / g.style_mlp[1].lr_mul, log)
     state = g.state_dict()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({'params': state, 'params_ema': state}, args.out)
-    log(f'saved {args.out} (params, params_ema)')
+    atomic_torch_save({'params': state, 'params_ema': state}, out)
+    if curve is not None:
+        atomic_write_text(curve, json.dumps(points))
+    log(f'saved {out} (params, params_ema)')
+    return Path(out)
 
 
 def draw_samples(checkpoint, option_file, count, seed):
@@ -171,51 +176,23 @@ def found(scores):
     return {'faces_found': sum(s > 0 for s in scores), 'images': len(scores)}
 
 
-def sample(args):
-    images = draw_samples(args.checkpoint, args.opt, args.count, args.seed)
+def sample_prior(checkpoint, option_file, out, count=32, seed=2023, reference=None):
+    """Draw ``count`` faces from ``checkpoint`` (built by ``option_file``'s ``network_g``) into ``out``
+    (sample_*.png) and count those YuNet finds, beside a randomly initialised generator's and, with ``reference``
+    (a folder of real faces), those; write and return the summary (``out``/detection.json)."""
+    images = draw_samples(checkpoint, option_file, count, seed)
     scores = detection_scores(images)
-    comparison = {'random_generator': found(detection_scores(draw_samples(None, args.opt, args.count, args.seed)))}
-    if args.reference:
-        comparison['real_faces'] = found(detection_scores(reference_faces(args.reference, images[0].shape[0],
-                                                                          args.count)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    comparison = {'random_generator': found(detection_scores(draw_samples(None, option_file, count, seed)))}
+    if reference:
+        comparison['real_faces'] = found(detection_scores(reference_faces(reference, images[0].shape[0], count)))
+    out = Path(out)
     for i, im in enumerate(images):
-        cv2.imwrite(str(out / f'sample_{i:03d}.png'), im)
+        atomic_write_image(out / f'sample_{i:03d}.png', im)
     hits = sum(s > 0 for s in scores)
-    summary = {'checkpoint': str(args.checkpoint), 'samples': len(images), 'faces_found': hits,
+    summary = {'checkpoint': str(checkpoint), 'samples': len(images), 'faces_found': hits,
                'rate': hits / len(images), 'detector': 'yunet (default score threshold)',
-               'upscaled_to': DETECT_SIDE, 'scores': scores, 'seed': args.seed, 'comparison': comparison}
+               'upscaled_to': DETECT_SIDE, 'scores': scores, 'seed': seed, 'comparison': comparison}
     atomic_write_text(out / 'detection.json', json.dumps(summary, indent=1))
     print(f'YuNet found a face in {hits} of {len(images)} samples ({100 * hits / len(images):.0f} %); '
           + '; '.join(f'{k}: {v["faces_found"]} of {v["images"]}' for k, v in comparison.items()))
-
-
-def build_parser():
-    p = make_parser('python -m dlst_plugin.cli.demo_prior', __doc__.split('\n')[0])
-    sub = p.add_subparsers(dest='command', required=True)
-    f = sub.add_parser('fit', help='fit a generator to one face per source photo; write net_g-style .pth')
-    f.add_argument('faces', help='folder of aligned faces named <photo>_<variant>_<face>.png')
-    f.add_argument('opt', help='option file whose network_g is the generator (the demo prior option file)')
-    f.add_argument('out', help='checkpoint to write (params and params_ema)')
-    f.add_argument('--steps', type=int, default=500, help='synthesis steps (default: %(default)s)')
-    f.add_argument('--beta', type=float, default=32.0, help='sharpness of the blend weights (default: %(default)s)')
-    f.add_argument('--lr', type=float, default=0.01, help='Adam learning rate (default: %(default)s)')
-    f.add_argument('--batch', type=int, default=8, help='blends per step (default: %(default)s)')
-    f.add_argument('--seed', type=int, default=0)
-    s = sub.add_parser('sample', help='draw faces from a checkpoint and count those YuNet finds')
-    s.add_argument('checkpoint')
-    s.add_argument('opt', help='option file whose network_g built the checkpoint')
-    s.add_argument('out', help='folder for sample_*.png and detection.json')
-    s.add_argument('-n', '--count', type=int, default=32)
-    s.add_argument('--seed', type=int, default=2023)
-    s.add_argument('--reference', help='folder of real faces to detect the same way, for comparison')
-    return p
-
-
-def main(argv=None):
-    return run_command(build_parser(), lambda args: {'fit': fit, 'sample': sample}[args.command](args), argv)
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+    return summary
