@@ -101,7 +101,7 @@ def test_their_key_sets_are_not_ours_and_ours_not_theirs():
 
 
 def test_descriptor_output_equals_face_restorer(saved):
-    restorer = FaceRestorer.from_files(str(saved['st', 'trained']), device='cpu')
+    restorer = FaceRestorer.from_files(str(saved['st', 'trained']), device='cpu', dtype='float32')  # spandrel's float32
     result = restorer.restore_image(cv2.imread(str(SAMPLE_FACES / 'grace_hopper.jpg')))
     crop = result.inputs[0]  # an aligned face (BGR, 32 px)
     model = spandrel.ModelLoader().load_from_file(saved['st', 'safetensors'])

@@ -16,10 +16,10 @@ output folder holds finished photos only.
 import sys
 
 from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.devices import PRECISIONS
 from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
 from dlst_plugin.inference.face_restorer import SELECTIONS
 from dlst_plugin.inference.restore_files import RestoreSettings, restore_files
-from dlst_plugin.loading.networks import DTYPES
 
 EXAMPLE = ('example:\n  dlst-restore -i photos/ \'more/*.jpg\' one.png -o results '
            '--model experiments/DLST_512/models/net_g_latest.pth --compare')
@@ -45,8 +45,13 @@ def build_parser():
     p.add_argument('--aligned', action='store_true',
                    help='inputs are already aligned faces: no detection, no paste-back')
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='where the restorer runs')
-    p.add_argument('--dtype', choices=sorted(DTYPES), default='float32',
-                   help='restorer precision (float16: CUDA only)')
+    p.add_argument('--dtype', choices=PRECISIONS, default='auto',
+                   help='restorer precision: auto = bfloat16 where the device computes it natively (CUDA GPUs with '
+                        'bf16, CPUs with AMX / AVX512-BF16), float16 on other CUDA GPUs, else float32 (the choice '
+                        'is printed); float16 runs on CUDA only')
+    p.add_argument('--compile', action='store_true',
+                   help='compile the restorer (torch.compile): the first face waits for the compilation (minutes '
+                        'on a CPU), later ones run faster; falls back to eager with a note where it cannot')
     p.add_argument('--batch-size', type=int, default=4, help='faces restored per forward pass')
     p.add_argument('--faces', choices=list(SELECTIONS), default='all',
                    help='which detected faces to restore: all, the largest, or the one nearest the centre')
@@ -65,8 +70,9 @@ def build_parser():
 
 def settings_from_args(args):
     return RestoreSettings(opt=args.opt, aligned=args.aligned, device=args.device, dtype=args.dtype,
-                           batch_size=args.batch_size, faces=args.faces, min_face_size=args.min_face_size,
-                           detector=args.detector, score_threshold=args.score_threshold, weights_dir=args.weights_dir,
+                           compile=args.compile, batch_size=args.batch_size, faces=args.faces,
+                           min_face_size=args.min_face_size, detector=args.detector,
+                           score_threshold=args.score_threshold, weights_dir=args.weights_dir,
                            compare=args.compare, write_faces=not args.no_faces)
 
 

@@ -59,10 +59,12 @@ class DLSTer:
 
     Beyond GFPGANer's arguments: ``detector`` (``yunet``, offline, or ``retinaface``), ``weights_dir`` (detector
     weights), ``opt`` (an option file whose ``network_g`` overrides the checkpoint's own description),
-    ``dtype`` (``float32``, ``bfloat16``; ``float16`` on CUDA), ``batch_size`` (faces per forward pass)."""
+    ``dtype`` (``auto``: the device's native precision, printed once; ``float32``, ``bfloat16``, ``float16`` on
+    CUDA; GFPGANer's ``half`` is ``dtype='float16'``), ``compile`` (``torch.compile`` the network: a slow first
+    face, faster ones after), ``batch_size`` (faces per forward pass)."""
 
     def __init__(self, model_path, upscale=2, arch='clean', channel_multiplier=2, bg_upsampler=None, device=None,
-                 detector='yunet', weights_dir=None, opt=None, dtype='float32', batch_size=4):
+                 detector='yunet', weights_dir=None, opt=None, dtype='auto', batch_size=4, compile=False):
         model_path = str(model_path)
         if model_path.startswith(('http://', 'https://')):
             raise RestoreSetupError(f'model_path {model_path}: DLSTer reads files only; download it first and pass '
@@ -73,7 +75,7 @@ class DLSTer:
         # the same set-up as dlst-restore: a bare name is looked up in weights_dir / $DLST_WEIGHTS_DIR too
         self.restorer = FaceRestorer.from_files(model_path, opt=opt, device=device or 'auto', dtype=dtype,
                                                 weights_dir=weights_dir, detector=detector, batch_size=batch_size,
-                                                min_eye_distance=MIN_EYE_DISTANCE)
+                                                min_eye_distance=MIN_EYE_DISTANCE, compile=compile)
         check_arch(arch, self.network_opt, model_path)
 
     @property

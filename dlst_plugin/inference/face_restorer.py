@@ -16,6 +16,7 @@ The checkpoint says which network it holds (its metadata, else its tensor shapes
 """
 import functools
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -175,9 +176,12 @@ class FaceRestorer:
 
     def __init__(self, net, face_size=None, device='cpu', dtype=torch.float32, detector='yunet', weights_dir=None,
                  select='all', min_face_size=0.0, batch_size=4, score_threshold=None, in_size=None,
-                 min_eye_distance=0.0):
+                 min_eye_distance=0.0, compile=False):
         self.device, self.dtype = torch.device(device), dtype
         self.net = net.to(self.device, dtype).eval()
+        self.eager_net, self.compiled = self.net, False
+        if compile:
+            self.net, self.compiled = compile_network(self.net), True
         self.face_size = int(face_size or getattr(net, 'out_size', 0) or 512)
         self.in_size = int(in_size or getattr(net, 'in_size', 0) or self.face_size)
         self.detector_name, self.weights_dir = detector, weights_dir
@@ -190,9 +194,11 @@ class FaceRestorer:
         self.network_opt = None  # the network_g block, when built by from_files
 
     @classmethod
-    def from_files(cls, model, opt=None, device='auto', dtype='float32', weights_dir=None, **kwargs):
+    def from_files(cls, model, opt=None, device='auto', dtype='auto', weights_dir=None, **kwargs):
         """Load ``model`` (a ``.pth`` or ``.safetensors`` checkpoint) into the network it describes (its
-        metadata, else its tensor shapes), or into the ``network_g`` of the option file ``opt``."""
+        metadata, else its tensor shapes), or into the ``network_g`` of the option file ``opt``. ``dtype``:
+        ``auto`` (the device's native precision), ``float32``, ``bfloat16``, ``float16`` (CUDA);
+        ``compile=True`` compiles the network (``torch.compile``; eager with a one-line note where it cannot)."""
         dev, torch_dtype = resolve_device(device, dtype)
         try:
             model_path = resolve_model_path(model, weights_dir)
@@ -244,7 +250,16 @@ class FaceRestorer:
     @torch.no_grad()
     def run_network(self, x):
         """(b, 3, in_size, in_size) RGB in [-1, 1] -> the restored faces, float32 RGB in [-1, 1] (clamped)."""
-        y = self.net(x.to(self.device, self.dtype))
+        x = x.to(self.device, self.dtype)
+        try:
+            y = self.net(x)
+        except Exception as err:  # compiling happens at the first call: a missing compiler, an unsupported op
+            if not self.compiled or self.net is self.eager_net:
+                raise
+            print(f'note: --compile: the network cannot be compiled here ({_short(err)}); it runs eagerly',
+                  file=sys.stderr, flush=True)
+            self.net = self.eager_net
+            y = self.net(x)
         y = first_output(y)
         return y.float().clamp_(-1, 1)
 
@@ -306,3 +321,21 @@ def side_by_side(left, right):
         scale = left.shape[0] / right.shape[0]
         right = cv2.resize(right, (max(1, math.floor(right.shape[1] * scale)), left.shape[0]))
     return np.hstack([left, right])
+
+
+def compile_network(net):
+    """``torch.compile`` of an inference network (the first forward compiles it, minutes on a CPU); the network
+    itself where this PyTorch cannot compile at all, with a one-line note."""
+    try:
+        import torch._dynamo as dynamo
+        if not dynamo.is_dynamo_supported():
+            raise RuntimeError('torch.compile is not supported on this Python/platform')
+        return torch.compile(net, dynamic=False)
+    except (ImportError, RuntimeError) as err:
+        print(f'note: --compile: {_short(err)}; the network runs eagerly', file=sys.stderr, flush=True)
+        return net
+
+
+def _short(err):
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= 150 else line[:147] + '...'

@@ -43,7 +43,8 @@ class RestoreSettings:
     opt: str = None  # option file whose network_g builds the restorer (default: the checkpoint's own say)
     aligned: bool = False  # inputs are aligned faces: no detection, no paste-back
     device: str = 'auto'
-    dtype: str = 'float32'
+    dtype: str = 'auto'
+    compile: bool = False
     batch_size: int = 4
     faces: str = 'all'  # which detected faces: all, largest, center
     min_face_size: float = 0
@@ -181,7 +182,8 @@ def load_restorer(model, settings):
     restorer = FaceRestorer.from_files(str(path), opt=settings.opt, device=settings.device, dtype=settings.dtype,
                                        weights_dir=settings.weights_dir, detector=settings.detector,
                                        select=settings.faces, min_face_size=settings.min_face_size,
-                                       batch_size=settings.batch_size, score_threshold=settings.score_threshold)
+                                       batch_size=settings.batch_size, score_threshold=settings.score_threshold,
+                                       compile=settings.compile)
     if not settings.aligned:
         restorer.detector  # noqa: B018  (build it now)
     return restorer

@@ -28,7 +28,7 @@ EXPECTED_CHECKPOINT = ('a restorer checkpoint (.pth: a dict with params_ema or p
                        "MMagic's GLEAN save; or .safetensors)")
 EXPECTED_DEGRADER = ('a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and '
                      'green.* weights')
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}  # names of --dtype
 
 
 class RestoreError(InputError, ValueError):
@@ -161,15 +161,13 @@ def face_sizes(network_opt, net=None):
     return int(network_opt.get('in_size') or getattr(net, 'in_size', 0) or out_size), out_size
 
 
-def resolve_device(device='auto', dtype='float32'):
-    """(torch.device, torch.dtype); float16 needs CUDA, bfloat16 works on both."""
-    from dlst_plugin.devices import pick_device
+def resolve_device(device='auto', dtype='auto'):
+    """(torch.device, torch.dtype) of a restorer: ``dtype`` ``auto`` is the device's native precision
+    (:func:`dlst_plugin.devices.resolve_dtype`: bfloat16 where it is computed natively, float16 on CUDA GPUs
+    without it, else float32); float16 needs CUDA."""
+    from dlst_plugin.devices import pick_device, resolve_dtype
     device = pick_device(device, error=RestoreSetupError)
-    if dtype not in DTYPES:
-        raise RestoreSetupError(f'--dtype {dtype!r}: choose one of {sorted(DTYPES)}')
-    if dtype == 'float16' and device.type != 'cuda':
-        raise RestoreSetupError('--dtype float16 runs on CUDA only; on CPU use bfloat16 or float32')
-    return device, DTYPES[dtype]
+    return device, resolve_dtype(dtype, device, error=RestoreSetupError)
 
 
 # -- degraders ----------------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ def compile_network(net, step, name):
                               'set train.compile: false')
     except ImportError as err:
         raise ConfigError(f'train.compile: torch.compile is unavailable ({err}); set train.compile: false') from None
+    dynamo.config.suppress_errors = True  # a graph that cannot compile (no compiler, an unsupported op) runs eagerly
+    from basicsr.utils import get_root_logger
+    get_root_logger().info(f'train.compile: {name} is compiled at its first step ({step.compile_backend}, mode '
+                           f'{step.compile_mode or "default"}); parts that cannot compile run eagerly, with a warning')
     return torch.compile(net, mode=step.compile_mode, backend=step.compile_backend)
 
 
