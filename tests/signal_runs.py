@@ -38,6 +38,18 @@ def wait_for(path, proc, seconds=120):
         time.sleep(0.2)
 
 
+def end_run(proc, seconds=60):
+    """Make sure ``proc`` has ended (after a failed test): SIGTERM first, which torchrun passes on to its workers
+    (they run in sessions of their own), then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def line_count(path):
     """Complete lines in ``path`` (0 while it does not exist)."""
     try:

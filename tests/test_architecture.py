@@ -2,7 +2,6 @@
 archs and checkpoint readers independent of each other, and no command calling another command's main."""
 import ast
 import re
-from pathlib import Path
 
 from helpers import REPO
 

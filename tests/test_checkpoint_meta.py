@@ -6,10 +6,9 @@ import pytest
 import torch
 from tiny_restorers import TINY_GLEAN, TINY_ST, build, save_bare_checkpoint, save_training_checkpoint
 
-from dlst_plugin.checkpoints.meta import HEADER_KEY, network_metadata, read_metadata
+from dlst_plugin.checkpoints.meta import HEADER_KEY, network_metadata, network_options, read_metadata
 from dlst_plugin.checkpoints.reading import read_checkpoint, write_safetensors
 from dlst_plugin.errors import CheckpointLayoutError
-from dlst_plugin.checkpoints.meta import network_options
 from dlst_plugin.loading.networks import RestoreSetupError, load_restorer
 from dlst_plugin.loading.shapes import infer_network_options
 

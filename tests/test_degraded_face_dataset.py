@@ -1,5 +1,6 @@
 """DegradedFaceDataset and FaceImageSource: folders, LMDB, bad files, seeding (docs/design.md#second-order-set)."""
 import logging
+import random
 import shutil
 
 import numpy as np
@@ -232,6 +233,7 @@ def test_degradation_statistics_match_gfpgan_dataset(faces_dir, monkeypatch):
     opt = dict(GFPGAN_TRAIN_BLOCK, dataroot_gt=str(faces_dir), out_size=64, crop_components=False)
     theirs = FFHQDegradationDataset({k: v for k, v in opt.items() if k != 'type'})
     ours = DegradedFaceDataset(dict(opt, seed=0))
+    random.seed(0)  # BasicSR's kernel choice and flips draw from Python's random: unseeded, the spread varied by 20 %
     np.random.seed(0)
     torch.manual_seed(0)
 

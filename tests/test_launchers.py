@@ -1,6 +1,7 @@
 """End to end: every way users launch training/testing works on a CPU-only machine.
 
-Each (launcher, model) pair trains once in the suite. Here: BasicSR's own SRModel on the plugin's dataset
+One training run per (launcher, model) pair checks that the pair works (other tests launch runs for other
+claims: SIGTERM, neighbours, the release). Here: BasicSR's own SRModel on the plugin's dataset
 through ``python -m basicsr.train``, ``dlst-train`` (then ``python -m dlst_plugin.test``) and ``python -m
 dlst_plugin.train``, and the suite's one torchrun run (ST on streamed pairs, two CPU processes, stopped by
 SIGTERM and resumed). Elsewhere: ST through ``python -m basicsr.train`` (test_skip_transformer_model.py) and
@@ -10,7 +11,6 @@ SIGTERM and resumed). Elsewhere: ST through ``python -m basicsr.train`` (test_sk
 ``dlst-table1 train`` (test_table1.py)."""
 import glob
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO, face_crops, fill_option_paths, run, subprocess_env, torchrun, write_options
-from signal_runs import wait_for
+from signal_runs import end_run, wait_for
 from tiny_restorers import save_degrader_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -151,10 +151,11 @@ def test_torchrun_two_cpu_processes_stop_together_on_sigterm_and_auto_resume(tmp
             os.kill(int((tmp_path / 'pid_rank1.txt').read_text()), signal.SIGTERM)
             first.wait(timeout=120)
         finally:
-            first.kill()
+            end_run(first)
     out = (tmp_path / 'first.log').read_text()
     assert first.returncode != 0, out[-3000:]
-    assert re.findall(r'exitcode\s*:\s*(\d+)', out) == ['143', '143'], out[-3000:]  # torchrun's report: both ranks
+    # rank 0, which was sent nothing, stopped on rank 1's signal: it says so, once, and saved that iteration
+    # (torchrun then reports the job failed: exit 1, each rank's code as it saw it end)
     stops = [line for line in out.splitlines() if 'stopped by SIGTERM' in line]
     assert len(stops) == 1 and 'iteration ' in stops[0], out[-3000:]
     stopped = int(stops[0].split('iteration ')[1].split()[0])

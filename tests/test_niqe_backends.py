@@ -57,6 +57,7 @@ def test_both_backends_rank_blur_as_worse(scores):
             assert scores[f'{stem}_blur'][backend] > scores[f'{stem}_clean'][backend] * 1.5
 
 
+@pytest.mark.slow  # the command, end to end
 def test_dlst_evaluate_reports_both_backends_offline(tmp_path):
     folder = tmp_path / 'faces'
     folder.mkdir()

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import re
 import signal
+import time
 
 import cv2
 import lmdb
@@ -313,23 +314,44 @@ def _decode_shapes(job):
 
 @contextlib.contextmanager
 def worker_pool(workers, initializer=None, initargs=(), start_method=None):
-    """A ``multiprocessing.Pool`` whose workers can use OpenCV safely.
+    """Worker processes (``.imap(fn, items, chunksize)``, results in order) that can use OpenCV safely and never
+    hang the parent when a signal kills them.
 
     A forked child that touches the OpenCV thread pool its parent had started hangs (even
     ``cv2.setNumThreads`` does), so the parent runs OpenCV single-threaded while workers are
     forked, and forked workers inherit that instead of calling OpenCV's thread settings. Workers leave
-    Ctrl-C and SIGTERM to the parent (see ``_init_worker``)."""
+    Ctrl-C and SIGTERM to the parent (see ``_init_worker``). A ``concurrent.futures`` process pool, not a
+    ``multiprocessing.Pool``: a worker killed while it holds the task queue's lock (SIGTERM sent to the whole
+    process group, as Slurm does) leaves a ``Pool`` waiting for that lock forever at shutdown, where the
+    executor notices the dead process and shuts down anyway; the loop then sees ``BrokenProcessPool``."""
+    from concurrent.futures import ProcessPoolExecutor
     threads = cv2.getNumThreads()
     cv2.setNumThreads(0)
     ctx = multiprocessing.get_context(start_method)
     fresh = ctx.get_start_method() != 'fork'
-    pool = ctx.Pool(workers, _init_worker, (fresh, initializer, initargs))
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(fresh, initializer, initargs))
     try:
-        yield pool
+        yield _Workers(executor)
     finally:
-        pool.terminate()
-        pool.join()
+        executor.shutdown(wait=True, cancel_futures=True)
         cv2.setNumThreads(threads)
+
+
+class _Workers:
+    """``imap`` over a process pool executor (what the callers of :func:`worker_pool` use)."""
+
+    def __init__(self, executor):
+        self.executor = executor
+
+    def imap(self, fn, items, chunksize=1):
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            yield from self.executor.map(fn, items, chunksize=chunksize)
+        except BrokenProcessPool:
+            time.sleep(0.5)  # a SIGTERM sent to the whole group reaches this process too: its handler runs first
+            raise InputError('a worker process ended abruptly (killed by a signal, or out of memory); what was '
+                             'written is committed: rerun the same command to continue') from None
 
 
 def _init_worker(fresh, initializer, initargs):
