@@ -6,7 +6,7 @@ GFLOP/s on a CPU in fp32? Does a 512 px batch of 8 fit in 16 GB with AMP + check
 the bf16 AMP step >= 2x the fp32 step?
 
     python benchmarks/bench_train_step.py [--size 256] [--batch 1] [--iters 2] [--models st,dl,glean,gfpgan]
-        [--modes fp32,amp,ckpt,amp+ckpt] [--amp-dtype bfloat16] [--device auto] [--estimate-512]
+        [--modes fp32,amp,ckpt,amp+ckpt] [--amp-dtype bfloat16] [--device auto] [--estimate-512] [--profile N]
 
 Every (model, mode) runs in a fresh process: full-width networks (channel multiplier 1, the paper's
 512 px prior widths), random weights, the restorers' losses 1.0 L2 + 0.02 VGG16 + 0.02 vanilla GAN
@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODES = {'fp32': {}, 'amp': {'use_amp': True}, 'ckpt': {'use_checkpoint': True},
          'amp+ckpt': {'use_amp': True, 'use_checkpoint': True}, 'compile': {'compile': True},
-         'amp+compile': {'use_amp': True, 'compile': True}}
+         'amp+compile': {'use_amp': True, 'compile': True},
+         'amp+contiguous': {'use_amp': True, 'channels_last': False}}
 RESTORERS = {
     'st': {'type': 'SkipTransformer', 'channel_multiplier': 1, 'decoder_load_path': None},
     'glean': {'type': 'GLEANStyleGAN2', 'channel_multiplier': 1, 'fix_bank': True},
@@ -42,7 +43,7 @@ def options(model, size, batch, mode, amp_dtype, narrow=1):
     """A BasicSR option dict for one measured model (single process, no data loader)."""
     flags = MODES[mode]
     train = {'use_amp': flags.get('use_amp', False), 'amp_dtype': amp_dtype, 'ema_decay': 0.999, 'total_iter': 1,
-             'compile': flags.get('compile', False),
+             'compile': flags.get('compile', False), 'channels_last': flags.get('channels_last'),
              'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'optim_d': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.5, 0.99]},
              'pixel_opt': {'type': 'MSELoss', 'loss_weight': 1.0}}
@@ -113,8 +114,37 @@ def worker(spec):
         with FlopCounterMode(display=False) as counter:
             model.optimize_parameters(99)
         flops = counter.get_total_flops()
-    return {'seconds': seconds, 'first_s': first, 'gflops': flops / 1e9, 'peak_mb': peak,
-            'params_mb': sum(p.numel() * 4 for net in (model.bare_g, model.bare_d) for p in net.parameters()) / 2**20}
+    result = {'seconds': seconds, 'first_s': first, 'gflops': flops / 1e9, 'peak_mb': peak,
+              'params_mb': sum(p.numel() * 4 for net in (model.bare_g, model.bare_d) for p in net.parameters()) / 2**20}
+    if spec.get('profile'):
+        result['profile'] = profile_step(model, spec['profile'])
+    return result
+
+
+CONVOLUTION_OPS = ('conv', 'mkldnn_convolution')
+
+
+def profile_step(model, top):
+    """One step under ``torch.profiler``: the ``top`` operators by self CPU time, and the convolutions' share."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.optimize_parameters(100)
+    ops = [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(ms for _, ms, _ in ops)
+    conv = sum(ms for name, ms, _ in ops if any(c in name for c in CONVOLUTION_OPS))
+    ops.sort(key=lambda o: -o[1])
+    return {'total_ms': total, 'conv_ms': conv, 'top': ops[:top]}
+
+
+def print_profile(rows):
+    for (model, mode), r in rows.items():
+        prof = r.get('profile')
+        if not prof:
+            continue
+        print(f'# profile of one {model} {mode} step: {prof["total_ms"]:.0f} ms of self CPU time, convolutions '
+              f'{100 * prof["conv_ms"] / prof["total_ms"]:.0f} %')
+        for name, ms, count in prof['top']:
+            print(f'  {name:<44} {ms:9.1f} ms {100 * ms / prof["total_ms"]:5.1f} %  x{count}')
 
 
 def measure(spec):
@@ -131,16 +161,16 @@ def print_table(rows, size, batch, device):
     print(f'# {size} px, batch {batch}, device {device}; peak memory: '
           f'{"CUDA max allocated" if device == "cuda" else "process peak RSS above the built model"}; first: '
           'seconds of the first step (compilation included)')
-    print(f'{"model":8s} {"mode":11s} {"s/iter":>8s} {"img/s":>7s} {"GFLOP/step":>11s} {"GFLOP/s":>8s} '
+    print(f'{"model":8s} {"mode":14s} {"s/iter":>8s} {"img/s":>7s} {"GFLOP/step":>11s} {"GFLOP/s":>8s} '
           f'{"peak MB":>8s} {"first s":>8s}')
     for (model, mode), r in rows.items():
         if 'error' in r:
-            print(f'{model:8s} {mode:11s} failed: {r["error"]}')
+            print(f'{model:8s} {mode:14s} failed: {r["error"]}')
             continue
         if not r['gflops']:  # a compiled row: the same math as its eager row
             eager = rows.get((model, mode.replace('+compile', '').replace('compile', 'fp32')), {})
             r['gflops'] = eager.get('gflops', 0)
-        print(f'{model:8s} {mode:11s} {r["seconds"]:8.3f} {batch / r["seconds"]:7.2f} {r["gflops"]:11.1f} '
+        print(f'{model:8s} {mode:14s} {r["seconds"]:8.3f} {batch / r["seconds"]:7.2f} {r["gflops"]:11.1f} '
               f'{r["gflops"] / r["seconds"]:8.1f} {r["peak_mb"]:8.0f} {r.get("first_s", 0):8.1f}')
     base = rows.get(('gfpgan', 'fp32'), {})
     for (model, mode), r in rows.items():
@@ -180,12 +210,15 @@ def main(argv=None):
     p.add_argument('--models', default='st,dl,glean,gfpgan', help='comma-separated rows (default: %(default)s)')
     p.add_argument('--modes', default='fp32,amp,ckpt',
                    help='comma-separated: fp32, amp, ckpt (gradient checkpointing), amp+ckpt, compile (torch.compile), '
-                        'amp+compile (default: %(default)s)')
+                        'amp+compile, amp+contiguous (amp with train.channels_last: false; amp rows take the default '
+                        '~, channels-last where faster) (default: %(default)s)')
     p.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'),
                    help='autocast dtype of the amp rows')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='auto: CUDA when available')
     p.add_argument('--estimate-512', action='store_true', help='also print the 512 px batch-8 memory estimate')
     p.add_argument('--force-amp', action='store_true', help='run AMP rows on a CPU without native bfloat16 too')
+    p.add_argument('--profile', type=int, default=0, metavar='N',
+                   help='also profile one eager step per row and print its N costliest operators')
     p.add_argument('--json', help='also write the figures to this file')
     args = p.parse_args(argv)
     import torch
@@ -203,8 +236,10 @@ def main(argv=None):
                 continue
             rows[(model, mode)] = measure(dict(model=model, mode=mode, size=args.size, batch=args.batch,
                                                iters=args.iters, amp_dtype=args.amp_dtype, device=device,
-                                               narrow=args.narrow))
+                                               narrow=args.narrow,
+                                               profile=0 if mode.endswith('compile') else args.profile))
     print_table(rows, args.size, args.batch, device)
+    print_profile(rows)
     if args.estimate_512:
         estimate_512(args, device, fp32_only=slow_amp and not args.force_amp)
     if args.json:

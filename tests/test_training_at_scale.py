@@ -184,6 +184,32 @@ def test_channels_last_with_an_arch_that_cannot_is_a_clear_error(tmp_path):
         FaceRestorationModel(opt)
 
 
+@pytest.mark.parametrize('native', [True, False])
+def test_channels_last_default_follows_bf16_amp_on_a_native_bf16_cpu(tmp_path, monkeypatch, native):
+    from dlst_plugin import devices
+    monkeypatch.setattr(devices, 'cpu_has_native_bf16', lambda: native)
+    model = build(options(ST_TINY, tmp_path, use_amp=True, amp_dtype='bfloat16'))
+    conv = model.bare_d.conv_body[1].conv1[0].weight
+    assert model.channels_last is native and conv.is_contiguous(memory_format=torch.channels_last) is native
+    model.feed_data(batch())
+    assert model.lq.is_contiguous(memory_format=torch.channels_last) is native
+    fp32 = build(options(ST_TINY, tmp_path / 'fp32'))  # no AMP: contiguous on any CPU (its backward is slower)
+    assert fp32.channels_last is False
+
+
+def test_channels_last_default_keeps_an_arch_that_cannot_contiguous(tmp_path, monkeypatch):
+    from dlst_plugin import devices
+    monkeypatch.setattr(devices, 'cpu_has_native_bf16', lambda: True)
+    opt = options(ST_TINY, tmp_path, use_amp=True, amp_dtype='bfloat16')
+    opt.update(model_type='FaceRestorationModel', network_g=tiny_network('gfpgan'), network_d=dict(TINY_D))
+    opt['train']['optim_g'].pop('decoder_lr')
+    model = FaceRestorationModel(opt)  # GFP-GAN's arch flattens with .view: no error, contiguous
+    assert model.channels_last is False
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
+
+
 def test_compile_option_trains_and_saves_plain_keys(tmp_path):
     model = build(options(ST_TINY, tmp_path, compile=True, compile_backend='eager'))
     assert type(model.net_g).__name__ == 'OptimizedModule'

@@ -63,10 +63,13 @@ class AdversarialModel(BaseModel):
         self.net_d = None
         self.train_options = self.decode_train_options() if self.is_train else None
         net_g = self.build_generator().to(self.device)
+        self.channels_last = False
         if self.is_train:
             self.prepare_generator_for_training(net_g)
-            net_g = network_setup.place(net_g, self.train_options, 'network_g', self.generator_input_size(net_g),
-                                        self.example_forward('g') if self.opt['dist'] else None)
+            size = self.generator_input_size(net_g)
+            self.channels_last = network_setup.resolve_channels_last(self.train_options, net_g, size, self.device)
+            net_g = network_setup.place(net_g, self.train_options, 'network_g', None,
+                                        self.example_forward('g') if self.opt['dist'] else None, self.channels_last)
         self.net_g = self.model_to_device(net_g)
         self.print_network(self.net_g)
         self.load_generator()
@@ -120,9 +123,8 @@ class AdversarialModel(BaseModel):
         return self.TRAIN_OPTIONS.decode(train_opt, 'train', allowed=allowed)
 
     def to_memory_format(self, x):
-        """An input batch in the training's memory format (channels-last with ``train.channels_last``)."""
-        channels_last = self.is_train and self.train_options.channels_last
-        return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        """An input batch in the training's memory format (``network_setup.resolve_channels_last``)."""
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def get_bare_model(self, net):
         return network_setup.unwrap(net)
@@ -202,7 +204,8 @@ class AdversarialModel(BaseModel):
             self.load_discriminator(net_d, load_path)
         # the G step calls D without its DDP wrapper (no gradient for D there), compiled when asked
         self.d_for_g = network_setup.place(net_d, self.train_options, 'network_d', getattr(net_d, 'out_size', None),
-                                           self.example_forward('d') if self.opt['dist'] else None)
+                                           self.example_forward('d') if self.opt['dist'] else None,
+                                           self.channels_last)
         self.net_d = self.model_to_device(self.d_for_g)
         self.print_network(self.net_d)
         self.net_d.train()

@@ -6,20 +6,50 @@
   parameter then takes the strides its gradient arrives with (measured), so DistributedDataParallel's
   buckets match them (otherwise it warns "Grad strides do not match bucket view strides" and copies
   every gradient each step). ``train.channels_last: true`` puts every network and the input batches in
-  channels-last memory.
+  channels-last memory; ``~`` (the default) does so where it was measured faster: bfloat16 autocast on a
+  CPU that computes bfloat16 natively (oneDNN copies contiguous bfloat16 inputs to channels-last in every
+  convolution; docs/benchmarks.md), unless the generator cannot take channels-last input.
 * ``train.compile: true`` compiles each network with ``torch.compile`` (``train.compile_mode``,
   ``train.compile_backend``); the first step pays the compilation. Checkpoints keep the plain keys.
 """
 import torch
 
+from dlst_plugin import devices
 from dlst_plugin.errors import ConfigError
 
 
-def memory_format(net, step):
-    """The memory format ``net`` trains in: channels-last when asked for, or when the arch runs in it on
-    its device (the archs train contiguous on a CPU: ``archs.stylegan2_ops.activation_format``).
-    ``step``: the run's :class:`dlst_plugin.options.blocks.StepOptions`."""
-    if step.channels_last:
+def channels_last_is_faster(step, device):
+    """``train.channels_last: ~``: bfloat16 autocast on a CPU with native bfloat16 (measured 1.1-1.3x a
+    training step there); elsewhere the archs choose (channels-last on a GPU, contiguous on other CPUs)."""
+    return (torch.device(device).type == 'cpu' and step.use_amp and step.amp_dtype == 'bfloat16'
+            and devices.cpu_has_native_bf16())
+
+
+def resolve_channels_last(step, net_g, size, device):
+    """Whether the run's networks and batches are channels-last: ``train.channels_last`` when set (true is
+    checked on the generator: a clear error where it cannot), else :func:`channels_last_is_faster`, kept
+    off (with a log line) for a generator that cannot take channels-last input, as GFP-GAN's."""
+    if step.channels_last is False or (step.channels_last is None and not channels_last_is_faster(step, device)):
+        return False
+    if not size:
+        return True
+    try:
+        check_channels_last(net_g, size, 'network_g')
+    except ConfigError:
+        if step.channels_last:
+            raise
+        from basicsr.utils import get_root_logger
+        get_root_logger().info(f'train.channels_last: ~ keeps contiguous memory ({type(net_g).__name__} cannot take '
+                               'channels-last input)')
+        return False
+    return True
+
+
+def memory_format(net, channels_last):
+    """The memory format ``net`` trains in: channels-last when the run is (:func:`resolve_channels_last`),
+    or when the arch runs in it on its device (the archs train contiguous on a CPU:
+    ``archs.stylegan2_ops.activation_format``)."""
+    if channels_last:
         return torch.channels_last
     param = next(net.parameters(), None)
     if param is None or param.device.type == 'cpu':
@@ -72,12 +102,13 @@ def unwrap(net):
     return getattr(net, '_orig_mod', net)
 
 
-def place(net, step, name, size=None, example=None):
+def place(net, step, name, size=None, example=None, channels_last=False):
     """Memory format (and the channels-last check), gradient layout under DDP, and compilation of one
     network, before DDP wraps it. ``step``: the run's StepOptions; ``example(net)``: a forward on a tiny
-    batch (for the layout probe)."""
-    fmt = memory_format(net, step)
-    if step.channels_last and size:
+    batch (for the layout probe); ``channels_last``: :func:`resolve_channels_last`'s answer (``size``: the
+    input side for the channels-last check; None skips it, as for the generator resolve checked)."""
+    fmt = memory_format(net, channels_last)
+    if channels_last and size:
         check_channels_last(net, size, name)
     to_memory_format(net, fmt)
     if example is not None:

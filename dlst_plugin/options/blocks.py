@@ -57,7 +57,8 @@ class StepOptions(Block):
     grad_clip: Optional[float] = option(None, POSITIVE, 'clip each network\'s gradient norm to this; ~: off')
     max_nonfinite_steps: int = option(20, AT_LEAST_ONE, 'stop after this many skipped (non-finite) steps in a row')
     max_loss: Optional[float] = option(None, POSITIVE, 'a finite loss above this counts as a non-finite step; ~: off')
-    channels_last: bool = option(False, doc='every network and batch in channels-last memory')
+    channels_last: Optional[bool] = option(None, doc='every network and batch in channels-last memory; ~: where '
+                                                     'faster (bfloat16 AMP on a CPU with native bf16)')
     compile: bool = option(False, doc='torch.compile each network (the first step pays the compilation)')
     compile_mode: Optional[Literal[COMPILE_MODES]] = option(None, doc='torch.compile mode; ~: default')
     compile_backend: str = option('inductor', doc='torch.compile backend')
