@@ -151,13 +151,17 @@ def _guard_training_run(opt):
     verdict = None
     if opt.get('rank', 0) == 0:
         lock = run_control.ExperimentLock(opt['path']['experiments_root'])
-        try:
+        try:  # any failure becomes the verdict every rank learns (an escaping one would leave them waiting)
             took_over = lock.acquire()
         except ConfigError as err:
             verdict = str(err)
+        except OSError as err:
+            verdict = f'cannot take the lock {lock.path} of {lock.folder} ({err.strerror or err}); nothing was run'
         else:
             atexit.register(lock.release)
-            if took_over:
+            if took_over and lock.file is None:  # the file system cannot lock: going on without
+                training_state.report(opt, took_over)
+            elif took_over:
                 training_state.report(opt, f'{lock.path}: {took_over}', level='info')
     if opt.get('dist'):
         import torch.distributed as dist

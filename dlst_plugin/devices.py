@@ -30,7 +30,7 @@ def pick_device(name='auto', flag='--device', error=ConfigError):
 
 
 PRECISIONS = ('auto', 'float32', 'bfloat16', 'float16')
-_DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 _ANNOUNCED = set()
 
 
@@ -64,7 +64,7 @@ def resolve_dtype(name, device, flag='--dtype', error=ConfigError, announce=True
     if name == 'float16' and device.type != 'cuda':
         raise error(f'{flag} float16 runs on CUDA only; on the CPU use bfloat16, float32 or auto')
     if name != 'auto':
-        return _DTYPES[name]
+        return DTYPES[name]
     dtype, why = native_dtype(device)
     if announce and (device.type, dtype) not in _ANNOUNCED:
         _ANNOUNCED.add((device.type, dtype))

@@ -12,6 +12,7 @@
   exits with code 143. Under DDP the ranks agree after every iteration (a small all-reduce on a CPU
   process group), so all stop at the same iteration; rank 0 saves. ``--auto_resume`` continues from it.
 """
+import errno
 import os
 import os.path as osp
 import signal
@@ -21,11 +22,14 @@ import time
 from dlst_plugin.errors import ConfigError, Terminated
 
 STOP_SIGNALS = ('SIGTERM', 'SIGUSR1')
+HELD = (errno.EACCES, errno.EAGAIN)  # lockf's answer when another process holds the lock
+_UNLOCKED = set()  # lock files already warned about (the file system cannot lock them)
 
 
 class ExperimentLock:
     """The lock of one experiment folder (see the module docstring); ``acquire()`` raises ConfigError when
-    a live run holds it, and returns a line for the log when it took over a dead run's lock."""
+    a live run holds it (or the lock file cannot be opened), and returns a line for the log when it took over a
+    dead run's lock, or a warning when the file system cannot lock (then ``file`` stays None)."""
 
     def __init__(self, experiments_root):
         root = osp.abspath(experiments_root)
@@ -38,11 +42,18 @@ class ExperimentLock:
             import fcntl
         except ImportError:  # no POSIX locks (Windows): one run per folder is not enforced
             return None
-        os.makedirs(osp.dirname(self.path), exist_ok=True)
-        handle = open(self.path, 'a+', encoding='utf-8')
+        try:
+            os.makedirs(osp.dirname(self.path), exist_ok=True)
+            handle = open(self.path, 'a+', encoding='utf-8')
+        except OSError as err:
+            raise ConfigError(f'cannot open the lock file {self.path} of {self.folder} ({err.strerror or err}); '
+                              'nothing was renamed or written. Make the experiments folder writable') from None
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in HELD:  # e.g. ENOLCK: a file system without locks (NFS without lockd)
+                handle.close()
+                return _unlocked(self.path, err)
             holder = _read(handle)
             handle.close()
             raise ConfigError(f'another run is training into {self.folder} ({holder or "holder unknown"}; lock '
@@ -62,6 +73,15 @@ class ExperimentLock:
             self.file.truncate()  # an empty lock file: the run ended cleanly
             self.file.close()
             self.file = None
+
+
+def _unlocked(path, err):
+    """The warning (once per lock file) of a run going on without the lock the file system cannot hold."""
+    if path in _UNLOCKED:
+        return None
+    _UNLOCKED.add(path)
+    return (f'cannot lock {path} ({err.strerror or err}): this file system holds no locks, so a second run of the '
+            'same name would not be stopped; going on without the lock')
 
 
 def _read(handle):
@@ -119,10 +139,23 @@ def guard_optimize(model, opt, epochs):
         name = STOP.requested(opt.get('dist', False))
         if name is None:
             return
-        model.save(epochs.get('epoch', 0), current_iter)
+        if model.save(epochs.get('epoch', 0), current_iter) is False:  # BasicSR's models return None: written
+            raise Preempted(_not_saved(model, opt, name, current_iter), name)
         raise Preempted(f'{name} received: iteration {current_iter} finished and saved (networks and training state '
                         f'in {opt["path"]["experiments_root"]}); rerun with --auto_resume to continue from it',
                         name)
 
     model.optimize_parameters = optimize_parameters
     return model
+
+
+def _not_saved(model, opt, name, current_iter):
+    """The stop message when the model declined to save: the iteration fell in a streak of skipped steps."""
+    control = getattr(model, 'step_control', None)
+    first_bad = getattr(control, 'first_bad_iter', None)
+    since = f' (since iteration {first_bad})' if first_bad is not None else ''
+    good = [it for it in getattr(model, 'saved_iters', ()) if first_bad is None or it < first_bad]
+    models = opt['path'].get('models', opt['path']['experiments_root'])
+    last = f'iteration {good[-1]} ({models}/net_g_{good[-1]}.pth)' if good else f'the newest one in {models}'
+    return (f'{name} received: iteration {current_iter} finished but was not saved: the run is inside a streak of '
+            f'skipped steps{since}; the last checkpoint is {last}; rerun with --auto_resume to continue from it')

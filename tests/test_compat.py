@@ -155,3 +155,19 @@ def test_load_network_reads_params_and_falls_back_from_params_ema(tmp_path):
     other = torch.nn.Linear(2, 2)
     _model().load_network(other, str(tmp_path / 'n.pth'), param_key='params_ema')
     assert torch.equal(other.weight, net.weight)
+
+
+def test_a_lock_failure_on_rank_0_is_the_verdict_every_rank_learns(tmp_path, monkeypatch, capsys,
+                                                                   single_process_group):
+    """An OSError on rank 0 while taking the lock (a full disk writing the holder line) must not escape before
+    the verdict is broadcast, or the other ranks would wait forever: every rank exits with code 2."""
+    from dlst_plugin import compat, run_control
+
+    def acquire(self):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(run_control.ExperimentLock, 'acquire', acquire)
+    opt = {'rank': 0, 'dist': True, 'path': {'experiments_root': str(tmp_path / 'experiments' / 'run')}}
+    with pytest.raises(SystemExit) as stop:
+        compat._guard_training_run(opt)
+    assert stop.value.code == 2
+    assert 'error: cannot take the lock' in capsys.readouterr().err

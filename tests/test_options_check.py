@@ -196,6 +196,14 @@ def test_force_yml_overrides_are_checked(tmp_path):
                                   'train.total_iter: must be > 0, got 0']
 
 
+def test_force_yml_below_a_value_that_is_no_block_is_named(tmp_path):
+    from dlst_plugin.options.file import apply_force_yml
+    opt = {'train': {'total_iter': 5}}
+    assert apply_force_yml(opt, ['train:total_iter:x=1', 'train:ema_decay=0.5']) == [
+        '--force_yml train:total_iter:x=1: train.total_iter is not a block of keys']
+    assert opt == {'train': {'total_iter': 5, 'ema_decay': 0.5}}
+
+
 @pytest.mark.slow
 def test_typos_stop_basicsr_train_with_exit_code_2_before_anything_runs(tmp_path):
     face_crops(tmp_path / 'faces', size=32, count=4)

@@ -1,6 +1,7 @@
 """A training run on a cluster: one run per experiment folder (a lock that dies with its process), and
 SIGTERM / SIGUSR1 finish the iteration, save and exit 143, so that --auto_resume continues exactly. Under
 torchrun, where a signal to one rank stops all of them: the torchrun run of test_launchers.py."""
+import errno
 import os
 import signal
 import subprocess
@@ -8,11 +9,12 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, face_crops, fill_option_paths, run, subprocess_env
+from helpers import REPO, face_crops, fill_option_paths, noisy_batch, run, single_process_options, subprocess_env
 from signal_runs import wait_for
 
+from dlst_plugin import run_control
 from dlst_plugin.errors import ConfigError
-from dlst_plugin.run_control import ExperimentLock
+from dlst_plugin.run_control import ExperimentLock, Preempted
 
 ST_TINY = REPO / 'tests' / 'options' / 'train_st_tiny.yml'
 
@@ -36,6 +38,53 @@ def test_a_lock_held_by_a_live_process_stops_a_second_one_and_a_dead_ones_is_tak
     again = ExperimentLock(root)
     assert again.acquire() is None  # released cleanly: nothing to report
     again.release()
+
+
+def _failing_lockf(code):
+    def lockf(handle, flags):
+        raise OSError(code, os.strerror(code))
+    return lockf
+
+
+def test_a_file_system_without_locks_warns_once_and_goes_on(tmp_path, monkeypatch):
+    """Only EACCES / EAGAIN mean another run holds the lock; ENOLCK (NFS without lockd) is a warning, once."""
+    import fcntl
+    monkeypatch.setattr(fcntl, 'lockf', _failing_lockf(errno.ENOLCK))
+    lock = ExperimentLock(tmp_path / 'experiments' / 'run')
+    assert 'going on without the lock' in lock.acquire() and lock.file is None
+    assert ExperimentLock(tmp_path / 'experiments' / 'run').acquire() is None  # said once
+    lock.release()
+    monkeypatch.setattr(fcntl, 'lockf', _failing_lockf(errno.EAGAIN))
+    with pytest.raises(ConfigError, match='another run is training into'):
+        ExperimentLock(tmp_path / 'experiments' / 'run').acquire()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_config_error(tmp_path):
+    (tmp_path / 'experiments').write_text('a file where the experiments folder should be')
+    with pytest.raises(ConfigError, match=r'cannot open the lock file .*\.run\.lock'):
+        ExperimentLock(tmp_path / 'experiments' / 'run').acquire()
+
+
+def test_a_stop_inside_a_streak_of_skipped_steps_says_it_was_not_saved(tmp_path, monkeypatch):
+    """The model declines to save inside a streak of skipped steps: the stop message says so and names the last
+    checkpoint, instead of "finished and saved"."""
+    from basicsr.models import build_model
+    opt = single_process_options(ST_TINY, tmp_path, max_loss=50.0)
+    opt['path']['experiments_root'] = str(tmp_path)
+    torch.manual_seed(0)
+    model = run_control.guard_optimize(build_model(opt), opt, {'epoch': 0})
+    model.feed_data(noisy_batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    exploding = noisy_batch()
+    exploding['gt'] = exploding['gt'] * 1e3  # a finite L2 loss far above max_loss: a skipped step
+    model.feed_data(exploding)
+    monkeypatch.setattr(run_control.STOP, 'signal_name', 'SIGTERM')
+    with pytest.raises(Preempted, match=r'iteration 2 finished but was not saved: the run is inside a streak of '
+                                        r'skipped steps \(since iteration 2\); the last checkpoint is iteration 1 '
+                                        r'\(.*net_g_1\.pth\)'):
+        model.optimize_parameters(2)
+    assert not (tmp_path / 'models' / 'net_g_2.pth').exists()
 
 
 def _params(path):

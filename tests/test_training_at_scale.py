@@ -136,14 +136,14 @@ def test_a_finite_explosion_above_max_loss_is_caught_and_named(tmp_path):
     model = build(options(ST_TINY, tmp_path, max_loss=50.0, max_nonfinite_steps=2))
     model.feed_data(batch())
     model.optimize_parameters(1)
-    model.save(0, 1)
+    assert model.save(0, 1) is True
     exploding = batch()
     exploding['gt'] = exploding['gt'] * 1e3  # a finite L2 loss far above max_loss
     model.feed_data(exploding)
     weights = [p.clone() for p in model.bare_g.parameters()]
     model.optimize_parameters(2)
     assert all(torch.equal(a, b) for a, b in zip(weights, model.bare_g.parameters()))  # the step was skipped
-    model.save(0, 2)  # in a run of skipped steps: not written
+    assert model.save(0, 2) is False  # in a run of skipped steps: not written
     assert not (tmp_path / 'models' / 'net_g_2.pth').exists() and (tmp_path / 'models' / 'net_g_1.pth').exists()
     with pytest.raises(TrainingDivergedError, match=r'above train.max_loss \(50\), from iteration 2 .*iteration 1 '
                                                     r'\(.*net_g_1.pth\)'):
@@ -208,6 +208,57 @@ def test_channels_last_default_keeps_an_arch_that_cannot_contiguous(tmp_path, mo
     model.feed_data(batch())
     model.optimize_parameters(1)
     assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
+
+
+class FlatteningDiscriminator(torch.nn.Module):
+    """A tiny discriminator that flattens its features with ``.view`` (as BasicSR's StyleGAN2Discriminator):
+    it cannot take channels-last input."""
+
+    def __init__(self, out_size=32):
+        super().__init__()
+        self.out_size = out_size
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.linear = torch.nn.Linear(4 * (out_size // 2)**2, 1)
+
+    def forward(self, x):
+        feat = torch.nn.functional.leaky_relu(self.conv(x), 0.2)
+        return self.linear(feat.view(feat.shape[0], -1))
+
+
+def _with_flattening_d(tmp_path, **train):
+    from basicsr.utils.registry import ARCH_REGISTRY
+    if 'FlatteningDiscriminator' not in ARCH_REGISTRY:
+        ARCH_REGISTRY.register(FlatteningDiscriminator)
+    opt = options(ST_TINY, tmp_path, **train)
+    opt['network_d'] = {'type': 'FlatteningDiscriminator', 'out_size': 32}
+    return opt
+
+
+def test_channels_last_default_keeps_contiguous_for_a_discriminator_that_cannot(tmp_path, monkeypatch, caplog):
+    """``~`` checks the discriminator too (built on the meta device) before choosing channels-last: a D that
+    flattens with .view keeps the run contiguous, with a log line naming it, instead of a ConfigError about a
+    key the user never set."""
+    from dlst_plugin import devices
+    monkeypatch.setattr(devices, 'cpu_has_native_bf16', lambda: True)
+    import logging
+    records, handler = [], logging.Handler(logging.INFO)
+    handler.emit = records.append
+    caplog.set_level('INFO', logger='basicsr')
+    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate (caplog misses it)
+    try:
+        model = build(_with_flattening_d(tmp_path, use_amp=True, amp_dtype='bfloat16'))
+    finally:
+        logging.getLogger('basicsr').removeHandler(handler)
+    assert model.channels_last is False
+    assert any('keeps contiguous memory (network_d cannot take channels-last input' in r.getMessage() for r in records)
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
+
+
+def test_channels_last_true_with_a_discriminator_that_cannot_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r'train\.channels_last: network_d \(FlatteningDiscriminator\)'):
+        build(_with_flattening_d(tmp_path, channels_last=True))
 
 
 def test_compile_option_trains_and_saves_plain_keys(tmp_path):

@@ -66,9 +66,9 @@ class AdversarialModel(BaseModel):
         self.channels_last = False
         if self.is_train:
             self.prepare_generator_for_training(net_g)
-            size = self.generator_input_size(net_g)
-            self.channels_last = network_setup.resolve_channels_last(self.train_options, net_g, size, self.device)
-            net_g = network_setup.place(net_g, self.train_options, 'network_g', None,
+            self.channels_last = network_setup.resolve_channels_last(self.train_options, self.device,
+                                                                     self.trained_networks(net_g))
+            net_g = network_setup.place(net_g, self.train_options, 'network_g', self.generator_input_size(net_g),
                                         self.example_forward('g') if self.opt['dist'] else None, self.channels_last)
         self.net_g = self.model_to_device(net_g)
         self.print_network(self.net_g)
@@ -114,6 +114,21 @@ class AdversarialModel(BaseModel):
         return dict(self.opt['network_d'])
 
     # --- set-up ---------------------------------------------------------------------------------
+    def trained_networks(self, net_g):
+        """``(option key, build)`` of each network the run trains, ``build()`` giving ``(network, input side)``,
+        for ``network_setup.resolve_channels_last``: the generator as built, and the discriminator (when the
+        adversarial term needs one) as a throw-away copy built on the CPU, the only device that asks, with the
+        random state restored after (the meta device cannot probe: its convolutions return contiguous outputs
+        whatever their input's layout, so a ``.view`` of them passes there)."""
+        def probe_discriminator():
+            with torch.random.fork_rng(devices=[]):
+                net_d = build_network(self.discriminator_options())
+            return net_d, getattr(net_d, 'out_size', None)
+        networks = [('network_g', lambda: (net_g, self.generator_input_size(net_g)))]
+        if self.train_options.gan_opt and self.opt.get('network_d'):
+            networks.append(('network_d', probe_discriminator))
+        return networks
+
     def decode_train_options(self):
         """``train:`` as this model's typed block (defaults filled in); the deprecated loss names renamed first.
         Raises OptionsError (exit code 2) listing every problem: the option check found them already when
@@ -356,16 +371,17 @@ class AdversarialModel(BaseModel):
         """``net_g_<iter>.pth`` (``params`` and, with EMA, ``params_ema``), ``net_d_<iter>.pth`` and the
         training state (optimizers, schedulers); BasicSR's resume reloads all of them. A periodic save that
         falls in a run of skipped (non-finite) steps is not written: the latest checkpoint stays the last
-        healthy one, which ``--auto_resume`` then takes."""
+        healthy one, which ``--auto_resume`` then takes. Returns whether the checkpoint was written."""
         control = getattr(self, 'step_control', None)
         if current_iter != -1 and control is not None and control.in_bad_run:
             self.logger.warning(f'Checkpoint of iteration {current_iter} not written: the last {control.in_a_row} '
                                 f'steps were skipped (non-finite losses or gradients since iteration '
                                 f'{control.first_bad_iter}).')
-            return
+            return False
         self.write_checkpoints(epoch, current_iter)
         if current_iter != -1 and hasattr(self, 'saved_iters'):
             self.saved_iters.append(current_iter)
+        return True
 
     def write_checkpoints(self, epoch, current_iter):
         if getattr(self, 'net_g_ema', None) is not None:

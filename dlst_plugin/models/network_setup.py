@@ -8,7 +8,8 @@
   every gradient each step). ``train.channels_last: true`` puts every network and the input batches in
   channels-last memory; ``~`` (the default) does so where it was measured faster: bfloat16 autocast on a
   CPU that computes bfloat16 natively (oneDNN copies contiguous bfloat16 inputs to channels-last in every
-  convolution; docs/benchmarks.md), unless the generator cannot take channels-last input.
+  convolution; docs/benchmarks.md), unless a network of the run (the generator or the discriminator) cannot
+  take channels-last input.
 * ``train.compile: true`` compiles each network with ``torch.compile`` (``train.compile_mode``,
   ``train.compile_backend``); the first step pays the compilation. Checkpoints keep the plain keys.
 """
@@ -25,23 +26,28 @@ def channels_last_is_faster(step, device):
             and devices.cpu_has_native_bf16())
 
 
-def resolve_channels_last(step, net_g, size, device):
+def resolve_channels_last(step, device, networks):
     """Whether the run's networks and batches are channels-last: ``train.channels_last`` when set (true is
-    checked on the generator: a clear error where it cannot), else :func:`channels_last_is_faster`, kept
-    off (with a log line) for a generator that cannot take channels-last input, as GFP-GAN's."""
-    if step.channels_last is False or (step.channels_last is None and not channels_last_is_faster(step, device)):
+    checked on each network where it is placed, :func:`place`: a clear error where one cannot), else
+    :func:`channels_last_is_faster`, kept off (with a log line) when any network of the run cannot take
+    channels-last input, as GFP-GAN's generator or BasicSR's StyleGAN2 discriminator. ``networks``: ``(option
+    key, build)`` of each network, ``build()`` returning ``(network, input side or None)``; called in that
+    auto mode only (the discriminator is built there for the probe, before the one that trains)."""
+    if step.channels_last is not None:
+        return step.channels_last
+    if not channels_last_is_faster(step, device):
         return False
-    if not size:
-        return True
-    try:
-        check_channels_last(net_g, size, 'network_g')
-    except ConfigError:
-        if step.channels_last:
-            raise
-        from basicsr.utils import get_root_logger
-        get_root_logger().info(f'train.channels_last: ~ keeps contiguous memory ({type(net_g).__name__} cannot take '
-                               'channels-last input)')
-        return False
+    for name, build in networks:
+        try:
+            net, size = build()
+            if size:
+                forward_channels_last(net, size)
+        except Exception as err:  # any failure of the probe (a build or a forward) keeps the default layout
+            from basicsr.utils import get_root_logger
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            get_root_logger().info(f'train.channels_last: ~ keeps contiguous memory ({name} cannot take '
+                                   f'channels-last input: {reason})')
+            return False
     return True
 
 
@@ -57,9 +63,9 @@ def memory_format(net, channels_last):
     return getattr(net, 'MEMORY_FORMAT', torch.contiguous_format)
 
 
-def check_channels_last(net, size, name):
-    """One forward of a channels-last input (batch 1, no graph) on the network's device: archs that
-    flatten features with ``.view`` (GFP-GAN's) fail here, at start-up, instead of in the first step."""
+def forward_channels_last(net, size):
+    """One forward of a channels-last input (batch 1, no graph) on the network's device; raises what the
+    forward raises."""
     param = next(net.parameters(), None)
     device = param.device if param is not None else 'cpu'
     x = torch.zeros(1, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -67,11 +73,18 @@ def check_channels_last(net, size, name):
     try:
         with torch.no_grad():
             net.eval()(x)
+    finally:
+        net.train(was_training)
+
+
+def check_channels_last(net, size, name):
+    """:func:`forward_channels_last` as a start-up check: archs that flatten features with ``.view`` (GFP-GAN's)
+    fail here, at start-up, instead of in the first step."""
+    try:
+        forward_channels_last(net, size)
     except RuntimeError as err:
         raise ConfigError(f'train.channels_last: {name} ({type(net).__name__}) cannot take channels-last input '
                           f'({str(err).splitlines()[0][:120]}); set train.channels_last: false') from None
-    finally:
-        net.train(was_training)
 
 
 def compile_network(net, step, name):
@@ -106,9 +119,10 @@ def place(net, step, name, size=None, example=None, channels_last=False):
     """Memory format (and the channels-last check), gradient layout under DDP, and compilation of one
     network, before DDP wraps it. ``step``: the run's StepOptions; ``example(net)``: a forward on a tiny
     batch (for the layout probe); ``channels_last``: :func:`resolve_channels_last`'s answer (``size``: the
-    input side for the channels-last check; None skips it, as for the generator resolve checked)."""
+    input side for the channels-last check of ``train.channels_last: true``; ``~`` checked every network
+    before it chose channels-last; None skips it)."""
     fmt = memory_format(net, channels_last)
-    if channels_last and size:
+    if channels_last and size and step.channels_last:
         check_channels_last(net, size, name)
     to_memory_format(net, fmt)
     if example is not None:

@@ -11,11 +11,12 @@ Options (all under ``train:``):
   scaled by 1/N, and the optimizers step on every N-th iteration; under DDP the first N-1 skip the
   all-reduce. ``total_iter``, scheduler periods and ``net_d_reg_every`` keep counting iterations.
 * ``grad_clip`` (max norm, per network), and the guard: a step whose loss or gradients are not
-  finite, or whose finite loss is above ``max_loss`` (when set), is skipped (gradients dropped, no
-  optimizer step, no EMA), counted and logged; after ``max_nonfinite_steps`` such iterations in a row
-  (default 20) training stops with an error naming the last checkpoint saved before the first skipped
-  step. Under float16 a step the GradScaler skips because the gradients overflowed counts the same way
-  (its scale halves each time, so a few such steps in a row are its calibration; twenty are not).
+  finite, or whose finite loss is above ``max_loss`` (when set; under DDP the ranks agree, so all skip
+  together), is skipped (gradients dropped, no optimizer step, no EMA), counted and logged; after
+  ``max_nonfinite_steps`` such iterations in a row (default 20) training stops with an error naming the last
+  checkpoint saved before the first skipped step. Under float16 a step the GradScaler skips because the
+  gradients overflowed counts the same way (its scale halves each time, so a few such steps in a row are its
+  calibration; twenty are not).
 
 Every key, default and range is declared in :class:`dlst_plugin.options.blocks.StepOptions`.
 """
@@ -23,9 +24,9 @@ import contextlib
 
 import torch
 
+from dlst_plugin.devices import DTYPES
 from dlst_plugin.errors import ConfigError, DLSTError
 
-AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
 FP16_INIT_SCALE = 2.0**8  # not 2**16: R1's input gradients overflow float16 at large scales (calibration)
 
 
@@ -39,9 +40,7 @@ class TrainingDivergedError(DLSTError):
 
 
 def check_amp_support(device, dtype_name):
-    """Raise a one-line ConfigError when ``device`` cannot run ``train.amp_dtype``."""
-    if dtype_name not in AMP_DTYPES:
-        raise ConfigError(f'train.amp_dtype: {dtype_name!r} is not one of {", ".join(AMP_DTYPES)}')
+    """Raise a one-line ConfigError when ``device`` cannot run ``train.amp_dtype`` (a decoded choice)."""
     if device.type == 'cuda' and dtype_name == 'bfloat16' and not torch.cuda.is_bf16_supported():
         raise ConfigError(f'train.amp_dtype: bfloat16 is not supported by {torch.cuda.get_device_name(device)}; '
                           'use float16 or set train.use_amp: false')
@@ -58,7 +57,7 @@ class StepControl:
         self.use_amp = step.use_amp
         if self.use_amp:
             check_amp_support(device, step.amp_dtype)
-        self.dtype = AMP_DTYPES[step.amp_dtype]
+        self.dtype = DTYPES[step.amp_dtype]
         self.accum = step.accum_iter
         self.grad_clip = step.grad_clip
         self.max_loss = step.max_loss
@@ -116,8 +115,10 @@ class StepControl:
             scaler.unscale_(optimizer)
         # the norm serves the finiteness check (no scaler) and clipping; a scaler finds overflow itself
         norm = self._grad_norm(params) if scaler is None or self.grad_clip is not None else None
-        finite = self.finite[name] if self.finite[name] is not None else torch.tensor(True)
+        finite = self.finite[name] if self.finite[name] is not None else torch.tensor(True, device=self.device)
         self.finite[name] = None
+        if self.max_loss is not None:
+            finite = self._agreed(finite)
         ok = bool((finite & torch.isfinite(norm)).item()) if scaler is None else bool(finite.item())
         # no second device sync for the norm: without a scaler ``ok`` covers it; with one, an overflowed
         # (inf/NaN) norm spoils the clipped gradients of a step the scaler skips anyway (found at unscale_)
@@ -144,6 +145,18 @@ class StepControl:
             self.overflowed[name] += 1
             return False
         return True
+
+    @staticmethod
+    def _agreed(finite):
+        """Under DDP, whether every rank's window passed (all-reduced MIN), so that all ranks skip together: a
+        finite loss above ``max_loss`` on one rank leaves the averaged gradients finite (a NaN does not), and one
+        rank stepping alone would let the replicas' weights drift apart."""
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return finite
+        flag = finite.to(torch.int32).reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return flag[0].bool()
 
     @staticmethod
     def _grads(params):

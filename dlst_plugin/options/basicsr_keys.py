@@ -13,9 +13,8 @@ rule and the allowed choices.
 """
 from typing import NamedTuple
 
-from dlst_plugin.options.schema import Range
+from dlst_plugin.options.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
-POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Range(0, lo_open=True), Range(0), Range(1)
 PROBABILITY = Range(0, 1)
 
 

@@ -18,7 +18,7 @@ import dataclasses
 from typing import Literal, Optional
 
 from dlst_plugin.options import basicsr_keys
-from dlst_plugin.options.schema import Block, Range, option
+from dlst_plugin.options.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Block, Range, option
 
 block = dataclasses.dataclass(frozen=True, kw_only=True)
 
@@ -26,9 +26,6 @@ block = dataclasses.dataclass(frozen=True, kw_only=True)
 DATASET_PASSED_THROUGH = tuple(basicsr_keys.DATASET) + ('phase', 'scale') + tuple(basicsr_keys.TRAIN_LOADER)
 RGB_HALF = (0.5, 0.5, 0.5)
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
-POSITIVE = Range(0, lo_open=True)
-AT_LEAST_ONE = Range(1)
-NON_NEGATIVE = Range(0)
 EMA_RANGE = Range(0, 1, hi_open=True, note='(0 = no EMA)')
 
 

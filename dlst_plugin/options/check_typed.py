@@ -8,12 +8,11 @@ GFP-GAN's and Real-ESRGAN's model classes). A model known to neither is checked 
 only. Network blocks are checked against their class's constructor signature (the constructors are the
 declaration of a network's options). Functions here receive the running ``Checker``; they never import it.
 """
-import difflib
 import inspect
 from typing import NamedTuple
 
 from dlst_plugin.options import basicsr_keys as B
-from dlst_plugin.options.schema import Block
+from dlst_plugin.options.schema import Block, did_you_mean
 
 POSITIONAL = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 PLUGIN_LOSSES = ('pixel_opt', 'perceptual_opt', 'vgg_opt', 'gan_opt')
@@ -67,14 +66,10 @@ def registered(registry):
     return sorted({k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in registry._obj_map})
 
 
-def did_you_mean(name, names):
-    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.6)
-    return f'; did you mean {close[0]}?' if close else ''
-
-
 def unknown_type(checker, where, name, registry, what):
-    checker.problem(where, f'unknown {what} {name!r}{did_you_mean(name, registered(registry))} (not in BasicSR\'s '
-                    'registry: is the package that registers it imported, e.g. with plugin: '
+    close = did_you_mean(name, registered(registry), listed=0)
+    checker.problem(where, f'unknown {what} {name!r}{close} (not in BasicSR\'s registry: '
+                    'is the package that registers it imported, e.g. with plugin: '
                     '!!python/name:<module>.<name>?)')
 
 
@@ -85,7 +80,7 @@ def describe_model(model_type):
         if not isinstance(model_type, str):
             return ModelInfo(model_type)
         return ModelInfo(model_type, problem=f'unknown model type {model_type!r}'
-                         + did_you_mean(model_type, registered(MODEL_REGISTRY)))
+                         + did_you_mean(model_type, registered(MODEL_REGISTRY), listed=0))
     train_block = getattr(cls, 'TRAIN_OPTIONS', None)
     if isinstance(train_block, type) and issubclass(train_block, Block):
         table = B.ModelTable({}, ('network_g', 'network_d'), loss_needed=PLUGIN_LOSSES)
@@ -105,7 +100,8 @@ def known_table(cls):
 
 def table_problems(block, table, where):
     """Unknown and missing keys of ``block`` against a key table (for a model that checks itself when built)."""
-    problems = [f'{where}.{key}: unknown key{did_you_mean(key, list(table))}' for key in block if key not in table]
+    problems = [f'{where}.{key}: unknown key{did_you_mean(key, list(table), listed=0)}'
+                for key in block if key not in table]
     return problems + [f'{where}.{key}: missing (required)' for key, spec in table.items()
                        if spec.required and key not in block]
 
@@ -121,7 +117,7 @@ def signature_problems(checker, where, cls, kwargs, skip=('type', ), exclude=())
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     for key in kwargs:
         if key not in skip and key not in names and not takes_any:
-            close = did_you_mean(key, names) or f' (it takes: {", ".join(names)})'
+            close = did_you_mean(key, names, listed=0) or f' (it takes: {", ".join(names)})'
             checker.problem(f'{where}.{key}', f'{cls.__name__} takes no argument {key!r}{close}')
     for p in params:
         if p.kind in POSITIONAL and p.default is inspect.Parameter.empty and p.name not in kwargs:

@@ -73,11 +73,13 @@ def read_option_file(path):
     return opt
 
 
-def set_dotted(opt, dotted, value, sep=':', create=True):
+def set_dotted(opt, dotted, value, sep=':', create=True, shown=None, label=None):
     """Set ``opt[a][b][c] = value`` for ``dotted = 'a:b:c'`` (``sep`` splits it; BasicSR's ``--force_yml`` and the
     demo write ``:``). ``create``: make missing parent blocks; otherwise a missing parent or one that is not a
-    block is a ConfigError naming the part of ``dotted`` at fault. Returns ``opt``."""
+    block is a ConfigError naming the part of ``dotted`` at fault (joined by ``shown``, default ``sep``; the
+    message starts with ``label``, default ``dotted``). Returns ``opt``."""
     *parents, last = dotted.split(sep)
+    shown, label = shown or sep, label or dotted
     node = opt
     for depth, key in enumerate(parents):
         if not isinstance(node, dict):
@@ -85,10 +87,10 @@ def set_dotted(opt, dotted, value, sep=':', create=True):
         if key not in node and create:
             node[key] = {}
         if key not in node:
-            raise ConfigError(f'{dotted}: {sep.join(parents[:depth + 1])} is not in the option file')
+            raise ConfigError(f'{label}: {shown.join(parents[:depth + 1])} is not in the option file')
         node = node[key]
     if not isinstance(node, dict):
-        raise ConfigError(f'{dotted}: {sep.join(parents)} is not a block of keys')
+        raise ConfigError(f'{label}: {shown.join(parents)} is not a block of keys')
     node[last] = value
     return opt
 
@@ -107,18 +109,10 @@ def apply_force_yml(opt, entries):
             problems.append(f'--force_yml {entry}: write KEY:SUBKEY=VALUE (one "=")')
             continue
         keys, value = (part.strip() for part in entry.split('='))
-        *parents, last = keys.split(':')
-        node = opt
-        for depth, key in enumerate(parents):
-            if not isinstance(node, dict) or key not in node:
-                problems.append(f'--force_yml {entry}: {".".join(parents[:depth + 1])} is not in the option file')
-                break
-            node = node[key]
-        else:
-            if isinstance(node, dict):
-                node[last] = _parse_value(value)
-            else:
-                problems.append(f'--force_yml {entry}: {".".join(parents)} is not a block of keys')
+        try:
+            set_dotted(opt, keys, _parse_value(value), create=False, shown='.', label=f'--force_yml {entry}')
+        except ConfigError as err:
+            problems.append(str(err))
     return problems
 
 

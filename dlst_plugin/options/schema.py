@@ -56,6 +56,11 @@ class Range:
         return f'in {"(" if self.lo_open else "["}{self.lo}, {self.hi}{")" if self.hi_open else "]"}{note}'
 
 
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+
+
 def option(default=REQUIRED, rule=None, doc='', *, factory=None, flatten=False):
     """A field of a :class:`Block`: its default (none: required), range rule and one-line description.
     ``flatten``: a nested block whose keys sit at this block's level (GFP-GAN's degradation keys in a dataset
