@@ -80,8 +80,8 @@ def main():
     import torch
 
     import dlst_plugin  # noqa: F401
+    from dlst_plugin.devices import resolve_dtype
     from dlst_plugin.inference.face_restorer import STAGES
-    from dlst_plugin.loading.networks import DTYPES
     if args.threads:
         torch.set_num_threads(args.threads)
     photo = cv2.imread(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -92,7 +92,7 @@ def main():
     print(f'{"dtype":9s} {"faces/s":>8s} ' + ' '.join(f'{s + " s":>10s}' for s in STAGES) + f' {"paste %":>8s}')
     per_dtype = {}
     for dtype in args.dtypes:
-        restorer = build_restorer(args.size, DTYPES[dtype])
+        restorer = build_restorer(args.size, resolve_dtype(dtype, torch.device('cpu'), flag='--dtypes'))
         per_face = run_stages(restorer, photo, args.repeats)
         total = sum(per_face.values())
         per_dtype[dtype] = (total, per_face)

@@ -68,3 +68,12 @@ def interruption(err, message):
     when SIGTERM caused it (a :class:`TerminationRequest`), else :class:`Interrupted`, with ``message`` saying
     what was kept."""
     return (Terminated if isinstance(err, TerminationRequest) else Interrupted)(message)
+
+
+def short_reason(err, limit=150):
+    """One line saying why something failed, for a report or a note: the first line of ``err`` (an exception or a
+    message; an exception without a message gives its type's name), cut to ``limit`` characters."""
+    line = (str(err).strip().splitlines() or [''])[0]
+    if not line and isinstance(err, BaseException):
+        line = type(err).__name__
+    return line if len(line) <= limit else line[:limit - 3] + '...'

@@ -9,7 +9,7 @@ from tiny_restorers import TINY_GLEAN, TINY_ST, build, save_bare_checkpoint, sav
 from dlst_plugin.checkpoints.meta import HEADER_KEY, network_metadata, network_options, read_metadata
 from dlst_plugin.checkpoints.reading import read_checkpoint, write_safetensors
 from dlst_plugin.errors import CheckpointLayoutError
-from dlst_plugin.loading.networks import RestoreSetupError, load_restorer
+from dlst_plugin.loading.networks import RestoreSetupError, build_loaded, load_restorer
 from dlst_plugin.loading.shapes import infer_network_options
 
 ST_CONFIGS = {
@@ -127,7 +127,7 @@ def test_inferred_shapes_are_checked(tmp_path):
     state = build(TINY_ST).state_dict()
     state['encoder.to_w.weight'] = torch.zeros(5, 5)
     with pytest.raises(CheckpointLayoutError, match=r'encoder\.to_w\.weight \(5, 5\)'):
-        infer_network_options(state, 'odd.pth')
+        build_loaded(infer_network_options(state, 'odd.pth'), state, 'odd.pth')  # checked before it is built
 
 
 @pytest.mark.parametrize('net_opt', [TINY_ST, TINY_GLEAN], ids=['st', 'glean'])

@@ -7,15 +7,14 @@ kernels are dropped). MMagic saves the trained GLEAN inside its ``SRGAN`` editor
 ``generator_ema.`` / ``generator_ema.module.`` when an EMA copy is kept (preferred), in mmengine's
 ``state_dict`` or at the top level. A bare ``GLEANStyleGANv2.state_dict()`` is read too.
 """
+from dlst_plugin.checkpoints.meta import RESTORER_ARCHS, SIGNATURES
 from dlst_plugin.checkpoints.reading import strip_module_prefix, sub_state
-from dlst_plugin.checkpoints.stylegan2_layouts import from_mmagic
+from dlst_plugin.checkpoints.stylegan2_layouts import EDITOR_PREFIXES, from_mmagic
 from dlst_plugin.errors import CheckpointLayoutError
 
 # keys that only a GLEANStyleGANv2 state dict holds: its RRDB trunk and its StyleGANv2 bank
 MMAGIC_SIGNATURE = ('encoder.0.0.conv_first.weight', 'encoder.0.1.weight', 'fusion_out.0.weight',
                     'generator.constant_input.input', 'generator.conv1.conv.weight_orig')
-CONTAINERS = ('state_dict', 'params_ema', 'params', '')
-EDITOR_PREFIXES = ('generator_ema.module.', 'generator_ema.', 'generator.module.', 'generator.', '')
 BANK_PREFIX = 'generator.'
 # the plugin's GLEAN before it followed MMagic's (residual-block encoder, another decoder)
 LEGACY_SIGNATURE = ('encoder.to_latent.2.weight', 'encoder.first.0.0.weight', 'decoder.first.0.weight')
@@ -24,10 +23,6 @@ LEGACY_MESSAGE = ("was saved by dlst-plugin's former GLEANStyleGAN2 (residual-bl
                   "(RRDB encoder, MMagic's fusion order and decoder), a different network that these weights do "
                   "not fit. Retrain it, or restore it with the dlst-plugin release that trained it "
                   "(docs/mmagic.md#glean)")
-
-
-def is_mmagic_glean(state):
-    return isinstance(state, dict) and all(key in state for key in MMAGIC_SIGNATURE)
 
 
 def is_legacy_glean(state):
@@ -40,22 +35,6 @@ def check_not_legacy(state, name='checkpoint'):
         raise CheckpointLayoutError(f'{name} {LEGACY_MESSAGE}')
 
 
-def find_mmagic_glean(obj):
-    """(where, GLEANStyleGANv2 state dict) of a loaded checkpoint holding MMagic's GLEAN, else None."""
-    if not isinstance(obj, dict):
-        return None
-    for container in CONTAINERS:
-        state = obj if container == '' else obj.get(container)
-        if not isinstance(state, dict):
-            continue
-        for prefix in EDITOR_PREFIXES:
-            sub = sub_state(state, prefix) if prefix else state
-            if is_mmagic_glean(sub):
-                where = f'{container or "the top level"}' + (f', prefix {prefix!r}' if prefix else '')
-                return where, strip_module_prefix(sub)
-    return None
-
-
 def glean_from_mmagic(state):
     """A ``GLEANStyleGANv2`` state dict (no editor prefix) in ``GLEANStyleGAN2``'s layout."""
     bank = from_mmagic(sub_state(state, BANK_PREFIX), 'generator')
@@ -65,20 +44,30 @@ def glean_from_mmagic(state):
 
 
 def editor_network(state, signature):
-    """The network an MMagic editor saved under one of its generator prefixes (EMA first) whose keys include
-    ``signature``, without the prefix; ``state`` itself when it holds them; else None. This is how a network of
-    the plugin trained by MMagic (``SRGAN`` with ``type='SkipTransformer'`` / ``'GLEANStyleGAN2'``) is saved."""
+    """(prefix, network without it) of the network an MMagic editor saved under one of its generator prefixes (EMA
+    first) whose keys include ``signature``; prefix '' when ``state`` itself holds them; else None. This is how
+    MMagic saves its own GLEAN, and a network of the plugin it trained (``SRGAN`` with ``type='SkipTransformer'`` /
+    ``'GLEANStyleGAN2'``)."""
     for prefix in EDITOR_PREFIXES:
         sub = sub_state(state, prefix) if prefix else state
         if sub and all(key in sub for key in signature):
-            return strip_module_prefix(sub)
+            return prefix, strip_module_prefix(sub)
     return None
 
 
-def read_mmagic_glean(obj):
-    """(GLEANStyleGAN2 state dict, where it was found) of a checkpoint holding MMagic's GLEAN, else None."""
-    found = find_mmagic_glean(obj)
-    if found is None:
+def editor_restorer(state, archs=RESTORER_ARCHS):
+    """(network, prefix) of the restorer of the plugin (one of ``archs``) that one state dict holds, bare (prefix
+    '') or saved by an MMagic editor under a generator prefix, or of MMagic's own GLEAN (``GLEANStyleGANv2``, bare
+    or in its editor; prefix None), converted into ``GLEANStyleGAN2``'s layout. None when it holds none of them.
+    The one reader of editor saves: restorer checkpoints (:func:`dlst_plugin.loading.networks.restorer_weights`)
+    and spandrel's loaders use it."""
+    if not isinstance(state, dict):
         return None
-    where, state = found
-    return glean_from_mmagic(state), where
+    mmagic = editor_network(state, MMAGIC_SIGNATURE) if 'GLEANStyleGAN2' in archs else None
+    if mmagic is not None:
+        return glean_from_mmagic(mmagic[1]), None
+    for arch in archs:
+        found = editor_network(state, SIGNATURES[arch])
+        if found is not None:
+            return found[1], found[0]
+    return None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dlst_plugin.errors import CheckpointLayoutError
+from dlst_plugin.errors import CheckpointLayoutError, short_reason
 
 MAX_LISTED = 12
 MMLAB_PACKAGES = ('mmengine', 'mmcv', 'mmagic', 'mmedit', 'mmgen')  # whose objects training saves may pickle
@@ -172,12 +172,11 @@ def _unreadable(path, err, what, damaged='', hint=''):
 
 def _first_line(err):
     """A short reason: the error's first line (torch's weights_only preamble and pickle's bare opcodes left out)."""
-    message = str(err).strip()
-    inner = re.search(r'WeightsUnpickler error: \s*(.+)', message)
-    line = (inner[1] if inner else (message.splitlines() or [''])[0]) or type(err).__name__
+    inner = re.search(r'WeightsUnpickler error: \s*(.+)', str(err).strip())
+    line = short_reason(inner[1] if inner else err, 120)
     if isinstance(err, KeyError) or line.isdigit():  # pickle's KeyError of an unknown opcode byte
-        line = f'unknown pickle opcode {line}: not pickle data'
-    return line if len(line) <= 120 else line[:117] + '...'
+        line = short_reason(f'unknown pickle opcode {line}: not pickle data', 120)
+    return line
 
 
 def key_indices(state, pattern):

@@ -39,12 +39,14 @@ KINDS = ('generator', 'discriminator')
 # where checkpoints keep each network, best first ('' = the file is the state dict itself)
 CONTAINER_KEYS = {'generator': ('params_ema', 'params', 'g_ema', 'g', 'state_dict', ''),
                   'discriminator': ('params_d', 'd', 'params', 'state_dict', '')}
+# where an MMagic / mmediting editor saves its generator: the EMA copy (its 1.x saves nest it in ``module.``)
+# before the live one; '' = the state dict is the generator itself
+EDITOR_PREFIXES = ('generator_ema.module.', 'generator_ema.', 'generator.module.', 'generator.', '')
 # prefixes under which a container may hold the network among other weights, best first
 SUBNET_PREFIXES = {
     'generator': (
         'stylegan_decoder.',  # GFP-GAN restorers keep their StyleGAN2 decoder here
-        # MMagic / mmediting: the EMA copy (its 1.x saves nest it in ``module.``) before the live one
-        'generator_ema.module.', 'generator_ema.', 'generator.module.', 'generator.',
+        *EDITOR_PREFIXES[:-1],
         'generator.generator.',  # MMagic's GLEAN restorer: the StyleGAN2 prior inside its generator
     ),
     'discriminator': ('discriminator.module.', 'discriminator.'),
@@ -335,7 +337,14 @@ def convert_network(obj, kind, layout='auto', lr_mlp=0.01, name='checkpoint', ch
     save is then warned about, naming ``option``).
     """
     check_channel_order(channel_order, option)
-    source, state, layout = find_network(obj, kind, layout, name)
+    return convert_found(obj, find_network(obj, kind, layout, name), kind, lr_mlp, name, channel_order, option)
+
+
+def convert_found(obj, found, kind, lr_mlp=0.01, name='checkpoint', channel_order=None, option='channel_order'):
+    """:func:`convert_network` of the ``kind`` network :func:`find_network` already picked out of ``obj``:
+    ``found`` is its (source, state dict, layout), ``obj`` the whole checkpoint (it tells an MMagic training save);
+    ``channel_order`` already checked."""
+    source, state, layout = found
     if layout == 'rosinality':
         mapped = from_rosinality(state, kind)
     elif layout == 'mmagic':

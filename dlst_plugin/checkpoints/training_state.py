@@ -20,7 +20,7 @@ import re
 import sys
 import time
 
-from dlst_plugin.errors import DLSTError, InputError
+from dlst_plugin.errors import DLSTError, InputError, short_reason
 
 RETRIES = 3
 RETRY_DELAY_S = 1.0
@@ -94,7 +94,7 @@ def load_network(model, net, load_path, strict, param_key, logger):
                                     'weights')
     if param_key == 'params_ema' and param_key not in saved and 'params' in saved:
         logger.info(f'Loading: {param_key} does not exist, use params.')
-    state = choose_weights(saved, param_key) if param_key is not None else choose_weights(saved, None)
+    state = choose_weights(saved, param_key)
     if state is None:
         raise CheckpointLayoutError(f'{load_path} holds no {param_key or "weights"}; expected {expected}')
     logger.info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
@@ -112,11 +112,6 @@ def read_training_state(path):
         return torch.load(path, map_location=location, weights_only=True)
 
 
-def _reason(err):
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return line if len(line) <= 160 else line[:157] + '...'
-
-
 def resumed_network_files(opt, resume_iter):
     """``{network_<x>: models/net_<x>_<iter>.pth}``: what BasicSR's ``check_resume`` points the run at."""
     ignored = opt['path'].get('ignore_resume_networks') or []
@@ -130,7 +125,7 @@ def state_problems(opt, path):
     try:
         state = read_training_state(path)
     except Exception as err:  # truncated (EOFError/RuntimeError), not a zip, unpickling refused, ...
-        return None, [f'{path} is truncated or unreadable ({_reason(err)})']
+        return None, [f'{path} is truncated or unreadable ({short_reason(err, 160)})']
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
         return None, [f'{path} is not a BasicSR training state (no {", ".join(STATE_KEYS)})']
     problems = []
@@ -141,7 +136,7 @@ def state_problems(opt, path):
         try:
             read_checkpoint(net_path)
         except Exception as err:
-            problems.append(f'{net_path} ({key}) is truncated or unreadable ({_reason(err)})')
+            problems.append(f'{net_path} ({key}) is truncated or unreadable ({short_reason(err, 160)})')
     return (None, problems) if problems else (state, [])
 
 

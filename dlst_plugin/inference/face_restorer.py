@@ -26,7 +26,7 @@ import torch
 
 from dlst_plugin.archs.face_input import first_output
 from dlst_plugin.checkpoints.files import resolve_model_path
-from dlst_plugin.errors import ConfigError
+from dlst_plugin.errors import ConfigError, short_reason
 from dlst_plugin.faces.alignment import align_face, inverse_affine, transform_points
 from dlst_plugin.faces.detection import build_detector
 from dlst_plugin.loading.networks import RestoreError, RestoreSetupError, face_sizes, load_restorer, resolve_device
@@ -182,8 +182,7 @@ class FaceRestorer:
         self.eager_net, self.compiled = self.net, False
         if compile:
             self.net, self.compiled = compile_network(self.net), True
-        self.face_size = int(face_size or getattr(net, 'out_size', 0) or 512)
-        self.in_size = int(in_size or getattr(net, 'in_size', 0) or self.face_size)
+        self.in_size, self.face_size = face_sizes({'in_size': in_size, 'out_size': face_size}, net)
         self.detector_name, self.weights_dir = detector, weights_dir
         self.detector_opts = {} if score_threshold is None else {'score_threshold': score_threshold}
         self._detector = None
@@ -241,8 +240,9 @@ class FaceRestorer:
             if self.in_size != self.face_size:
                 batch = [cv2.resize(c, (self.in_size, self.in_size), interpolation=cv2.INTER_AREA) for c in batch]
             batch = np.stack(batch)[..., ::-1]  # BGR -> RGB
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).contiguous()
-            y = self.run_network(x.to(self.dtype).div_(127.5).sub_(1))
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2)  # moved as uint8
+            x = x.to(self.dtype, memory_format=torch.contiguous_format)  # one copy: NCHW in the network's dtype
+            y = self.run_network(x.div_(127.5).sub_(1))  # already on the device in the dtype: no second copy
             y = ((y + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out += [np.ascontiguousarray(face[..., ::-1]) for face in y]
         return out
@@ -256,7 +256,7 @@ class FaceRestorer:
         except Exception as err:  # compiling happens at the first call: a missing compiler, an unsupported op
             if not self.compiled or self.net is self.eager_net:
                 raise
-            print(f'note: --compile: the network cannot be compiled here ({_short(err)}); it runs eagerly',
+            print(f'note: --compile: the network cannot be compiled here ({short_reason(err)}); it runs eagerly',
                   file=sys.stderr, flush=True)
             self.net = self.eager_net
             y = self.net(x)
@@ -332,10 +332,5 @@ def compile_network(net):
             raise RuntimeError('torch.compile is not supported on this Python/platform')
         return torch.compile(net, dynamic=False)
     except (ImportError, RuntimeError) as err:
-        print(f'note: --compile: {_short(err)}; the network runs eagerly', file=sys.stderr, flush=True)
+        print(f'note: --compile: {short_reason(err)}; the network runs eagerly', file=sys.stderr, flush=True)
         return net
-
-
-def _short(err):
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return line if len(line) <= 150 else line[:147] + '...'

@@ -27,7 +27,7 @@ Callers should pass aligned faces, as with any face restorer.
 """
 from torch.nn import functional as F
 
-from dlst_plugin.errors import MissingPackageError
+from dlst_plugin.errors import CheckpointLayoutError, MissingPackageError
 
 try:
     from spandrel import MAIN_REGISTRY, Architecture, ArchSupport, ImageModelDescriptor, ModelTiling, SizeRequirements
@@ -38,14 +38,10 @@ except ImportError as err:
 
 from dlst_plugin.archs.glean_stylegan2_arch import GLEANStyleGAN2  # noqa: E402
 from dlst_plugin.archs.skip_transformer_arch import SkipTransformer  # noqa: E402
-from dlst_plugin.checkpoints.glean_mmagic import (  # noqa: E402
-    EDITOR_PREFIXES,
-    MMAGIC_SIGNATURE,
-    editor_network,
-    find_mmagic_glean,
-    glean_from_mmagic,
-)
+from dlst_plugin.checkpoints.glean_mmagic import MMAGIC_SIGNATURE, editor_restorer  # noqa: E402
 from dlst_plugin.checkpoints.meta import SIGNATURES  # noqa: E402
+from dlst_plugin.checkpoints.reading import listing  # noqa: E402
+from dlst_plugin.checkpoints.stylegan2_layouts import EDITOR_PREFIXES  # noqa: E402
 from dlst_plugin.loading.shapes import check_shapes, infer_glean, infer_skip_transformer  # noqa: E402
 
 __all__ = ['ARCHITECTURES', 'GLEANStyleGAN2Arch', 'SkipTransformerArch', 'install']
@@ -102,11 +98,20 @@ class SkipTransformerArch(Architecture[SkipTransformer]):
                          detect=KeyCondition.has_any(*in_editor('SkipTransformer')))
 
     def load(self, state_dict):
-        state_dict = editor_network(state_dict, SIGNATURES['SkipTransformer'])
+        state_dict = restorer_state(state_dict, 'SkipTransformer')
         options = infer_skip_transformer(state_dict, 'SkipTransformer weights', 'spandrel passes weights only')
         check_shapes({'type': 'SkipTransformer', **options}, state_dict, 'SkipTransformer weights')
         model = SkipTransformer(**options)
         return describe(self, model, state_dict, options['out_size'], options['out_size'])
+
+
+def restorer_state(state_dict, arch):
+    """The ``arch`` weights spandrel detected, in the plugin's layout: out of an MMagic editor's generator prefix,
+    MMagic's GLEAN converted (as the plugin's own loaders read them)."""
+    found = editor_restorer(state_dict, (arch, ))
+    if found is None:  # detection matched the same keys: only a caller skipping detection gets here
+        raise CheckpointLayoutError(f'these weights hold no {arch}; their keys: {listing(state_dict)}')
+    return found[0]
 
 
 def in_editor(arch):
@@ -128,10 +133,7 @@ class GLEANStyleGAN2Arch(Architecture[GLEANStyleGAN2]):
         super().__init__(id='GLEANStyleGAN2', name='GLEAN (StyleGAN2 bank, dlst-plugin)', detect=glean_detection())
 
     def load(self, state_dict):
-        found = find_mmagic_glean(state_dict)
-        if found is not None:
-            state_dict = glean_from_mmagic(found[1])
-        state_dict = editor_network(state_dict, SIGNATURES['GLEANStyleGAN2'])
+        state_dict = restorer_state(state_dict, 'GLEANStyleGAN2')
         options = infer_glean(state_dict, 'GLEANStyleGAN2 weights')
         check_shapes({'type': 'GLEANStyleGAN2', **options}, state_dict, 'GLEANStyleGAN2 weights')
         model = GLEANStyleGAN2(**options)

@@ -13,14 +13,12 @@ import copy
 import hashlib
 from pathlib import Path
 
-import torch
-
-from dlst_plugin.checkpoints.glean_mmagic import check_not_legacy, editor_network, read_mmagic_glean
-from dlst_plugin.checkpoints.meta import INIT_FILE_KEYS, NOT_NETWORK_KEYS, NOT_RESTORERS, SIGNATURES, read_metadata
+from dlst_plugin.checkpoints.glean_mmagic import check_not_legacy, editor_restorer
+from dlst_plugin.checkpoints.meta import INIT_FILE_KEYS, NOT_NETWORK_KEYS, NOT_RESTORERS, read_metadata
 from dlst_plugin.checkpoints.meta import network_options as meta_network_options
 from dlst_plugin.checkpoints.reading import choose_weights, read_checkpoint, sub_state
 from dlst_plugin.errors import CheckpointLayoutError, ConfigError, InputError
-from dlst_plugin.loading.shapes import check_shapes, infer_generator_config, infer_network_options
+from dlst_plugin.loading.shapes import check_shapes, constructor_options, infer_generator_config, infer_network_options
 
 # network_g of the paper's 512 px Skip-Transformer, shipped inside the package (read_network_options())
 DEFAULT_OPT = Path(__file__).resolve().parents[1] / 'assets' / 'restore_default.yml'
@@ -28,7 +26,6 @@ EXPECTED_CHECKPOINT = ('a restorer checkpoint (.pth: a dict with params_ema or p
                        "MMagic's GLEAN save; or .safetensors)")
 EXPECTED_DEGRADER = ('a degrader checkpoint: the net_g_<iter>.pth of DegradationLearningModel, with red.* and '
                      'green.* weights')
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}  # names of --dtype
 
 
 class RestoreError(InputError, ValueError):
@@ -77,17 +74,16 @@ def resolve_network_options(state, meta, opt=None, name='checkpoint', expected_a
         return meta_network_options(meta)
     if expected_arch == 'CoupledStyleGAN2':
         return {'type': 'CoupledStyleGAN2', **infer_generator_config(sub_state(state, 'red.'))}
-    return infer_network_options(state, name)  # shapes checked as they are inferred
+    return infer_network_options(state, name)  # its shapes are checked by build_loaded
 
 
 def build_loaded(network_opt, state, name='checkpoint'):
     """``network_opt``'s network with ``state`` loaded strictly, in eval mode, frozen; its shapes are checked
     before it is built (a crafted size cannot allocate more than the tensors the file holds)."""
     from basicsr.utils.registry import ARCH_REGISTRY
-    check_shapes(network_opt, state, name)  # again for inferred options: cheap, on the meta device
-    options = {k: v for k, v in network_opt.items() if k != 'type' and k not in INIT_FILE_KEYS}
+    check_shapes(network_opt, state, name)
     try:
-        net = ARCH_REGISTRY.get(network_opt['type'])(**copy.deepcopy(options))
+        net = ARCH_REGISTRY.get(network_opt['type'])(**copy.deepcopy(constructor_options(network_opt)))
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointLayoutError(f'{name} does not fit network_g {network_opt["type"]}: {str(err)[:600]}') \
@@ -96,40 +92,35 @@ def build_loaded(network_opt, state, name='checkpoint'):
 
 
 def build_restorer(net_opt):
-    """A restorer for training from its ``network_g`` (BasicSR's registry); GFP-GAN's clean arch gets its
-    ``decoder_load_path`` read by the plugin's reader (``weights_only=True``), not by GFP-GAN's ``torch.load``."""
+    """A restorer for training from its ``network_g`` (BasicSR's registry, given :func:`constructor_options` with
+    the init files); GFP-GAN's clean arch gets its ``decoder_load_path`` read by the plugin's reader
+    (``weights_only=True``), not by GFP-GAN's ``torch.load``, in its ``decoder_channel_order``."""
     from basicsr.archs import build_network
 
     from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS
-    net_opt = dict(net_opt)
-    decoder_path = channel_order = None
-    if net_opt.get('type') in CLEAN_DECODER_ARCHS:
-        decoder_path = net_opt.pop('decoder_load_path', None)
-        channel_order = net_opt.pop('decoder_channel_order', None)
-    net = build_network(net_opt)
+    net = build_network({'type': net_opt['type'], **constructor_options(net_opt, init_files=True)})
+    decoder_path = net_opt.get('decoder_load_path') if net_opt['type'] in CLEAN_DECODER_ARCHS else None
     if decoder_path:
         from dlst_plugin.loading.priors import load_clean_decoder
-        load_clean_decoder(net, decoder_path, channel_order)
+        load_clean_decoder(net, decoder_path, net_opt.get('decoder_channel_order'))
     return net
 
 
 # -- restorers ----------------------------------------------------------------------------------------
 
 def restorer_weights(ckpt, name):
-    """(state dict, meta or None) of a loaded restorer checkpoint: MMagic's GLEAN converted, else one of the
-    plugin's restorers trained in MMagic's editor, else :func:`choose_weights` (``params_ema``, ``params``,
-    flat)."""
-    mmagic = read_mmagic_glean(ckpt)
-    if mmagic is not None:
-        return mmagic[0], None  # MMagic's meta describes its training run, not this network
-    container = ckpt.get('state_dict')
-    if isinstance(container, dict):
-        found = next((s for s in (editor_network(container, sig) for sig in SIGNATURES.values()) if s), None)
-        if found is not None:
-            return found, None
+    """(state dict, meta or None) of a loaded restorer checkpoint: what an MMagic editor saved (mmengine's
+    ``state_dict``, or the chosen weights under a generator prefix; MMagic's GLEAN converted), else
+    :func:`choose_weights` (``params_ema``, ``params``, flat) with the checkpoint's meta."""
+    found = editor_restorer(ckpt.get('state_dict'))
+    if found is not None:  # mmengine's save: its meta describes the training run, not this network
+        return found[0], None
     state = choose_weights(ckpt)
     if state is None:
         raise CheckpointLayoutError(f'{name} holds no weights (params_ema, params or tensors)')
+    found = editor_restorer(state)
+    if found is not None and found[1] != '':  # under an editor prefix, or MMagic's GLEAN: the meta is MMagic's
+        return found[0], None
     return state, read_metadata(ckpt, name)
 
 

@@ -10,7 +10,8 @@ from dlst_plugin.archs import prior_files
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.checkpoints.reading import read_checkpoint
 from dlst_plugin.checkpoints.stylegan2_layouts import (
-    convert_network,
+    check_channel_order,
+    convert_found,
     find_network,
     load_stylegan2_state,
     swap_rgb_bgr,
@@ -20,6 +21,7 @@ from dlst_plugin.errors import CheckpointLayoutError
 from dlst_plugin.loading.shapes import check_state
 
 logger = logging.getLogger(__name__)
+CLEAN_DECODER_OPTION = 'network_g.decoder_channel_order'  # the setting that gives load_clean_decoder its order
 
 
 def load_into(module, path, kind=None, layout='auto', strict=True, channel_order=None, option='channel_order'):
@@ -49,13 +51,15 @@ def load_clean_decoder(net, path, channel_order=None):
     shift slightly above 4 px (fine-tuning absorbs it). ``channel_order='bgr'`` (``network_g.decoder_channel_order``)
     reads a prior trained on BGR images: its ToRGB outputs are swapped."""
     decoder = net.stylegan_decoder
+    check_channel_order(channel_order, CLEAN_DECODER_OPTION)  # a misspelt order is refused, never read as RGB
     ckpt = read_checkpoint(path, 'network_g.decoder_load_path')
-    _, state, layout = find_network(ckpt, 'generator', name=str(path))
-    if layout == 'gfpgan_clean' and channel_order == 'bgr':
-        state = swap_rgb_bgr(state, 'generator')[0]
-    if layout != 'gfpgan_clean':
-        state = to_gfpgan_clean(convert_network(ckpt, 'generator', name=str(path), channel_order=channel_order,
-                                                option='network_g.decoder_channel_order').state, lr_mlp=0.01)
+    found = find_network(ckpt, 'generator', name=str(path))
+    state, layout = found[1], found[2]
+    if layout == 'gfpgan_clean':  # loads as it is: no round trip through BasicSR's layout
+        state = swap_rgb_bgr(state, 'generator')[0] if channel_order == 'bgr' else state
+    else:
+        state = to_gfpgan_clean(convert_found(ckpt, found, 'generator', name=str(path), channel_order=channel_order,
+                                              option=CLEAN_DECODER_OPTION).state, lr_mlp=0.01)
         logger.info('%s (%s layout) converted for %s.stylegan_decoder; it resamples bilinearly, not with the '
                     'FIR filter of the prior', path, layout, type(net).__name__)
     expected = {k: v.shape for k, v in decoder.state_dict().items()}

@@ -13,12 +13,13 @@ import logging
 
 import torch
 
+from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS, PLUGIN_READ_KEYS
 from dlst_plugin.archs.skip_transformer_arch import PATCH_SIZES_KEY, patch_size_overrides, patch_sizes_from_buffer
 from dlst_plugin.archs.stylegan2_discriminator_arch import PureStyleGAN2Discriminator
 from dlst_plugin.archs.stylegan2_generator_arch import PureStyleGAN2Generator
 from dlst_plugin.archs.stylegan2_layers import stylegan2_channels
 from dlst_plugin.checkpoints.glean_mmagic import check_not_legacy
-from dlst_plugin.checkpoints.meta import RESTORER_ARCHS, detect_arch
+from dlst_plugin.checkpoints.meta import INIT_FILE_KEYS, RESTORER_ARCHS, detect_arch
 from dlst_plugin.checkpoints.reading import key_indices, listing, sub_state
 from dlst_plugin.errors import CheckpointLayoutError
 
@@ -176,8 +177,9 @@ INFER = {'SkipTransformer': infer_skip_transformer, 'GLEANStyleGAN2': infer_glea
 
 def infer_network_options(state, name='checkpoint'):
     """The ``network_g`` block (``type`` + options) that builds a network ``state`` loads into, from its keys
-    and tensor shapes alone; :class:`~dlst_plugin.checkpoints.reading.CheckpointLayoutError` naming ``name`` when the
-    arch is unknown or the shapes do not fit the inferred network."""
+    and tensor shapes alone; :class:`~dlst_plugin.errors.CheckpointLayoutError` naming ``name`` when the arch is
+    unknown. Every key is checked against the inferred network where it is built
+    (:func:`dlst_plugin.loading.networks.build_loaded` runs :func:`check_shapes` first)."""
     arch = detect_arch(state)
     if arch is None:
         check_not_legacy(state, name)
@@ -189,7 +191,6 @@ def infer_network_options(state, name='checkpoint'):
     except (KeyError, IndexError) as err:
         raise CheckpointLayoutError(f'{name} looks like a {arch} but key {err} is missing or mis-shaped; pass --opt '
                                     'X.yml whose network_g builds it') from None
-    check_shapes(options, state, name)
     return options
 
 
@@ -197,9 +198,7 @@ def check_shapes(network_opt, state, name='checkpoint', strict=True):
     """Raise ``CheckpointLayoutError`` listing the keys of ``state`` that do not fit ``network_opt``'s network, built on
     the meta device (no memory, no initialisation, no file read: the options' init files are left out)."""
     from basicsr.utils.registry import ARCH_REGISTRY
-
-    from dlst_plugin.checkpoints.meta import INIT_FILE_KEYS
-    options = {k: v for k, v in without_type(network_opt).items() if k not in INIT_FILE_KEYS}
+    options = constructor_options(network_opt)
     try:
         with torch.device('meta'):
             net = ARCH_REGISTRY.get(network_opt['type'])(**options)
@@ -215,5 +214,14 @@ def check_shapes(network_opt, state, name='checkpoint', strict=True):
                                     f'or a damaged file?):{detail}') from None
 
 
-def without_type(network_opt):
-    return {k: v for k, v in network_opt.items() if k != 'type'}
+def constructor_options(network_opt, init_files=False):
+    """The keyword arguments of ``network_opt``'s arch: ``type`` left out, and the keys the plugin reads itself
+    for that arch (GFP-GAN's clean arch: its ``decoder_load_path``, read with ``weights_only=True``, and
+    ``decoder_channel_order``), and the files the network is initialised from (``INIT_FILE_KEYS``) unless
+    ``init_files`` (a network built for training reads them; one that loads a checkpoint must not)."""
+    dropped = {'type'}
+    if network_opt.get('type') in CLEAN_DECODER_ARCHS:
+        dropped.update(PLUGIN_READ_KEYS, ('decoder_load_path', ))
+    if not init_files:
+        dropped.update(INIT_FILE_KEYS)
+    return {k: v for k, v in network_opt.items() if k not in dropped}
