@@ -40,11 +40,10 @@ def test_component_discriminator_is_gfpgans_on_the_same_weights(monkeypatch):
     assert ours(x)[1] is None
 
 
-def test_perceptual_style_loss_is_basicsrs_with_gfpgans_settings(tmp_path, monkeypatch):
-    """BasicSR's PerceptualLoss reads VGG19 from experiments/pretrained_models under the working folder; the
-    same random weights given to PerceptualStyleLoss give the same (perceptual, style) pair."""
+def _basicsr_vgg19_weights(tmp_path, monkeypatch):
+    """Random VGG19 weights where BasicSR's PerceptualLoss reads them (experiments/pretrained_models under the
+    working folder), its VGG built without the classifier; the file's path."""
     from basicsr.archs import vgg_arch
-    from basicsr.losses.basic_loss import PerceptualLoss
     from torchvision.models.vgg import cfgs, make_layers
 
     class Features(torch.nn.Module):  # torchvision's VGG19 less its (large, unused) classifier
@@ -58,6 +57,14 @@ def test_perceptual_style_loss_is_basicsrs_with_gfpgans_settings(tmp_path, monke
     weights = tmp_path / 'experiments' / 'pretrained_models' / 'vgg19-dcbb9e9d.pth'
     torch.save(Features().state_dict(), weights)
     monkeypatch.chdir(tmp_path)
+    return weights
+
+
+def test_perceptual_style_loss_is_basicsrs_with_gfpgans_settings(tmp_path, monkeypatch):
+    """BasicSR's PerceptualLoss reads VGG19 from experiments/pretrained_models under the working folder; the
+    same random weights given to PerceptualStyleLoss give the same (perceptual, style) pair."""
+    from basicsr.losses.basic_loss import PerceptualLoss
+    weights = _basicsr_vgg19_weights(tmp_path, monkeypatch)
     settings = dict(layer_weights={'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1, 'conv4_4': 1, 'conv5_4': 1},
                     vgg_type='vgg19', use_input_norm=True, perceptual_weight=1.0, style_weight=50, range_norm=True,
                     criterion='l1')
@@ -67,6 +74,24 @@ def test_perceptual_style_loss_is_basicsrs_with_gfpgans_settings(tmp_path, monke
     for mine, ref in zip(ours(out, gt), theirs(out, gt)):
         assert torch.allclose(mine, ref, rtol=1e-4)
     assert ours.__class__(settings['layer_weights'], random_init=True)(out, gt)[1] is None  # style_weight 0
+
+
+@pytest.mark.parametrize('criterion, use_input_norm, range_norm', [('fro', True, False), ('l1', False, True),
+                                                                   ('fro', False, False)])
+def test_perceptual_style_loss_is_basicsrs_for_other_criteria_and_ranges(tmp_path, monkeypatch, criterion,
+                                                                         use_input_norm, range_norm):
+    """The Frobenius criterion, [0, 1] input and [-1, 1] input without ImageNet normalisation give BasicSR's
+    PerceptualLoss's pair too (its 'l2' cannot be built: it names a torch.nn class that does not exist)."""
+    from basicsr.losses.basic_loss import PerceptualLoss
+    weights = _basicsr_vgg19_weights(tmp_path, monkeypatch)
+    settings = dict(layer_weights={'conv1_2': 0.5, 'relu3_1': 1}, vgg_type='vgg19', use_input_norm=use_input_norm,
+                    range_norm=range_norm, perceptual_weight=0.5, style_weight=2, criterion=criterion)
+    theirs = PerceptualLoss(**settings)
+    ours = LOSS_REGISTRY.get('PerceptualStyleLoss')(**settings, weights_path=str(weights))
+    low = -1 if range_norm else 0
+    out, gt = torch.rand(2, 3, 24, 24) * (1 - low) + low, torch.rand(2, 3, 24, 24) * (1 - low) + low
+    for mine, ref in zip(ours(out, gt), theirs(out, gt)):
+        assert torch.allclose(mine, ref, rtol=1e-4)
 
 
 def _stub(cls, out_size, n=2):
@@ -171,13 +196,27 @@ def test_one_iteration_trains_every_term_of_gfpgans_recipe(tmp_path):
 
 def test_missing_prior_vgg_and_arcface_files_stop_the_run_at_start(tmp_path, monkeypatch):
     from dlst_plugin.experiments.table1 import cell_options
-    from dlst_plugin.models.gfpgan_recipe import stop_if_files_missing
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('DLST_WEIGHTS_DIR', str(tmp_path / 'weights'))
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
     with pytest.raises(SystemExit) as err:
-        stop_if_files_missing({**cell_options('gfpgan_dl'), 'is_train': True})
+        MODEL_REGISTRY.get('GFPGANRecipeModel')({**cell_options('gfpgan_dl'), 'is_train': True})
     lines = str(err.value).splitlines()[1:]
     assert [line.split(':')[0].strip() for line in lines] == ['train.perceptual_opt', 'network_g.decoder_load_path',
                                                               'path.pretrain_network_identity']
     assert 'vgg19-dcbb9e9d.pth' in lines[0] and lines[2].endswith('arcface_resnet18.pth')
+
+
+def test_launch_option_check_names_a_missing_arcface_file(tmp_path):
+    """The option check of a launch (check_files) finds GFP-GAN's missing identity network before anything is
+    built: one line naming the option and the file; with the file there it finds nothing."""
+    from dlst_plugin.options.check import check_options
+    faces = tmp_path / 'faces'
+    face_crops(faces, size=32, count=2, seed=0)
+    arcface = tmp_path / 'arcface_resnet18.pth'
+    opt = tiny_table1_cell('gfpgan_gfpdeg', faces, tmp_root=tmp_path, arcface=arcface)
+    opt['network_g']['decoder_load_path'] = str(_prior(tmp_path / 'prior.pth', opt['network_g']))
+    problems = check_options(copy.deepcopy(opt), plugin_run=False, check_files=True)
+    assert problems == [f'path.pretrain_network_identity: file not found: {arcface}']
+    tiny_arcface_file(arcface)
+    assert check_options(copy.deepcopy(opt), plugin_run=False, check_files=True) == []

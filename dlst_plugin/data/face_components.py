@@ -17,7 +17,9 @@ A box is ``(centre - half_len + 1, centre + half_len)`` on both axes, the eyes' 
 by ``eye_enlarge_ratio`` (GFP-GAN's recipe: 1.4), and mirrored with the face when it is flipped
 (the two eyes swap names).
 """
+import functools
 import os
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -47,10 +49,12 @@ def boxes_from_points(points, size):
             'mouth': (mouth[0], mouth[1], mouth_half)}
 
 
+@functools.lru_cache(maxsize=16)
 def template_boxes(size):
-    """The boxes of the FFHQ alignment template at ``size`` px."""
+    """The boxes of the FFHQ alignment template at ``size`` px, computed once per size (a dataset without a
+    component file asks for them per sample): a read-only mapping, shared by every caller."""
     from dlst_plugin.faces.alignment import face_template  # dlst_plugin.faces stays out of the plugin's import
-    return boxes_from_points(face_template(size), size)
+    return MappingProxyType(boxes_from_points(face_template(size), size))
 
 
 def flip_boxes(boxes, width):

@@ -12,7 +12,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from dlst_plugin.data.degraded_face_dataset import image_to_tensor, resize_square
+from dlst_plugin.data.degraded_face_dataset import dataset_where, image_to_tensor, resize_square
 from dlst_plugin.data.face_image_source import FaceImageSource
 from dlst_plugin.options.blocks import DATASET_PASSED_THROUGH, RGB_HALF
 from dlst_plugin.options.schema import Block, Range, option
@@ -53,7 +53,7 @@ class UnpairedFaceDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        options = UnpairedFaceOptions.decode(opt, f'datasets.{opt.get("phase", "train")}')
+        options = UnpairedFaceOptions.decode(opt, dataset_where(opt))
         self.out_size, self.use_hflip = options.out_size, options.use_hflip
         self.mean, self.std = list(options.mean), list(options.std)
         self.source = FaceImageSource(options.dataroot_lq, options.io_backend, skip_bad_images=options.skip_bad_images,

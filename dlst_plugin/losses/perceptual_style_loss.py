@@ -7,12 +7,9 @@ torchvision's weights at run time. ``PerceptualStyleLoss`` takes the same option
 two values, on the VGG of :func:`dlst_plugin.losses.vgg_loss.build_vgg_features` (a file found as the
 plugin's other VGG losses find theirs, never a download; ``random_init`` for tests).
 """
-import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from dlst_plugin.losses.vgg_loss import _FrozenVGGLoss, build_vgg_features, layer_index
-
-CRITERIA = ('l1', 'l2', 'fro')
+from dlst_plugin.losses.vgg_loss import _criterion, _FrozenVGGLoss, build_vgg_features, layer_index
 
 
 def gram_matrix(x):
@@ -42,30 +39,15 @@ class PerceptualStyleLoss(_FrozenVGGLoss):
         super().__init__()
         if not layer_weights:
             raise ValueError('PerceptualStyleLoss needs at least one entry in layer_weights')
-        if criterion not in CRITERIA:
-            raise ValueError(f'criterion must be one of {CRITERIA}, got {criterion!r}')
+        self.distance = _criterion(criterion)  # before the VGG is read: a wrong name is the error
         self.layers = {layer_index(vgg_type, name): float(w) for name, w in layer_weights.items()}
         input_range = ((-1, 1) if range_norm else (0, 1)) if use_input_norm else None
         self.vgg = build_vgg_features(vgg_type, max(self.layers), weights_path, random_init, weights_dir, input_range)
-        self.offset = int(input_range is not None)
-        self.range_norm, self.use_input_norm = range_norm, use_input_norm
+        self.to_unit_range = range_norm and not use_input_norm  # else the normalisation maps the range
         self.perceptual_weight, self.style_weight = float(perceptual_weight), float(style_weight)
-        self.criterion = criterion
 
     def features(self, x):
-        if self.range_norm and not self.use_input_norm:
-            x = (x + 1) / 2
-        out = {}
-        for idx, layer in enumerate(self.vgg):
-            x = layer(x)
-            if idx - self.offset in self.layers:
-                out[idx - self.offset] = x
-        return out
-
-    def distance(self, a, b):
-        if self.criterion == 'fro':
-            return torch.linalg.vector_norm(a - b)
-        return torch.nn.functional.l1_loss(a, b) if self.criterion == 'l1' else torch.nn.functional.mse_loss(a, b)
+        return super().features((x + 1) / 2 if self.to_unit_range else x)
 
     def forward(self, x, gt):
         feats, gt_feats = self.features(x), self.features(gt.detach())

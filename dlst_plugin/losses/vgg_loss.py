@@ -120,19 +120,39 @@ def build_vgg_features(vgg_type='vgg16', last_layer=30, weights_path=None, rando
     return features
 
 
+def _frobenius(a, b):
+    """Frobenius norm of ``a - b`` (BasicSR's 'fro' criterion): a sum over the batch, not a mean."""
+    return torch.linalg.vector_norm(a - b)
+
+
+CRITERIA = {'l1': F.l1_loss, 'l2': F.mse_loss, 'fro': _frobenius}
+
+
 def _criterion(name):
-    if name not in ('l1', 'l2'):
-        raise ValueError(f"criterion must be 'l1' or 'l2', got {name!r}")
-    return F.l1_loss if name == 'l1' else F.mse_loss
+    if name not in CRITERIA:
+        raise ValueError(f'criterion must be one of {", ".join(map(repr, CRITERIA))}, got {name!r}')
+    return CRITERIA[name]
 
 
 class _FrozenVGGLoss(nn.Module):
-    """Keeps the VGG in eval mode whatever ``train()`` the model calls."""
+    """Keeps the VGG in eval mode whatever ``train()`` the model calls; ``features`` reads the outputs of the
+    ``self.layers`` indices (into torchvision's ``vgg.features``) of ``self.vgg``."""
 
     def train(self, mode=True):
         super().train(mode)
         self.vgg.eval()
         return self
+
+    def features(self, x):
+        """``{layer index: output}`` for each index of ``self.layers`` (an ``ImageNetNormalize`` first, if
+        ``self.vgg`` has one, is not counted)."""
+        out = {}
+        offset = int(isinstance(self.vgg[0], ImageNetNormalize))
+        for idx, layer in enumerate(self.vgg):
+            x = layer(x)
+            if idx - offset in self.layers:
+                out[idx - offset] = x
+        return out
 
 
 @LOSS_REGISTRY.register()
@@ -141,7 +161,7 @@ class VGGPerceptualLoss(_FrozenVGGLoss):
 
     Args:
         layer_weights (dict): BasicSR layer name -> weight, e.g. ``{'conv3_3': 1.0}``.
-        vgg_type: 'vgg16' (the paper's) or 'vgg19'. criterion: 'l2' (Eq. 8) or 'l1'.
+        vgg_type: 'vgg16' (the paper's) or 'vgg19'. criterion: 'l2' (Eq. 8), 'l1' or 'fro' (Frobenius norm).
         input_range: range of the images, (-1, 1) or (0, 1).
         weights_path / weights_dir / random_init: see ``build_vgg_features``.
     """
@@ -155,15 +175,6 @@ class VGGPerceptualLoss(_FrozenVGGLoss):
         self.vgg = build_vgg_features(vgg_type, max(self.layers), weights_path, random_init, weights_dir, input_range)
         self.criterion = _criterion(criterion)
         self.loss_weight = loss_weight
-
-    def features(self, x):
-        out = {}
-        offset = int(isinstance(self.vgg[0], ImageNetNormalize))
-        for idx, layer in enumerate(self.vgg):
-            x = layer(x)
-            if idx - offset in self.layers:
-                out[idx - offset] = x
-        return out
 
     def forward(self, x, gt):
         feats = self.features(x)

@@ -14,44 +14,27 @@ EMA and saves. Added:
    0; there the crops are scaled with the face (``round(80 * out_size / 512)`` px, at least 1). At 512 px
    and above ``GFPGANModel``'s own code runs.
 3. The ``train:`` keys and ``network_*`` blocks are checked against what ``GFPGANModel`` reads (a
-   misspelt key would otherwise train without its loss), missing weight files stop the run at start-up,
+   misspelt key would otherwise train without its loss), missing weight files stop the run at start-up
+   (``GFPGANRecipeModel``, before ``gfpgan`` is imported, and the option check of a launch),
    and checkpoints carry the plugin's network metadata, so ``dlst-restore`` rebuilds them without the
    option file.
 4. ``GFPGANModel`` gives the generator's Adam ``betas=(0, 0.99)`` (an int and a float), which the PyTorch
    this plugin runs on refuses ("betas must be either both floats or both Tensors"): betas are passed as
    floats.
 """
-import os.path as osp
-
 import torch
 from gfpgan.models.gfpgan_model import GFPGANModel
 from torchvision.ops import roi_align
 
 from dlst_plugin.archs.external import CLEAN_DECODER_ARCHS
 from dlst_plugin.loading.priors import load_clean_decoder
-from dlst_plugin.models.pretrained_files import missing_pretrained_files
 
 REFERENCE_SIZE = 512  # the face size GFP-GAN's crop sizes are given for
 
 
-def stop_if_files_missing(opt):
-    """End the run at start-up, one line per file, when the prior, the VGG19 weights or a ``path.pretrain_network_*``
-    file (ArcFace's, a component discriminator's) is missing."""
-    training = opt.get('is_train', True)  # a test run needs no prior: its checkpoint holds the decoder
-    problems = missing_pretrained_files(opt, network_keys=('decoder_load_path', ) if training else (),
-                                        default_vgg='vgg19')
-    known = ('pretrain_network_g', 'pretrain_network_d')  # checked above
-    problems += [f'path.{key}: file not found: {path}' for key, path in (opt.get('path') or {}).items()
-                 if key.startswith('pretrain_network_') and key not in known and path
-                 and not osp.isfile(osp.expanduser(path))]
-    if problems:
-        message = 'missing pretrained files:\n  ' + '\n  '.join(problems)
-        raise SystemExit(f'error: {message}')
-
-
 def _crops(img, boxes, size):
     """``roi_align`` crops of ``img`` (n, c, h, w) inside ``boxes`` (n, 4: x1, y1, x2, y2), ``size`` px."""
-    index = torch.arange(boxes.size(0), dtype=boxes.dtype).view(-1, 1)
+    index = torch.arange(boxes.size(0), dtype=boxes.dtype, device=boxes.device).view(-1, 1)
     rois = torch.cat([index, boxes], 1).to(device=img.device, dtype=img.dtype)
     return roi_align(img, boxes=rois, output_size=size)
 
@@ -60,7 +43,6 @@ class GFPGANRecipe(GFPGANModel):
     """``GFPGANModel`` plus the four additions of the module docstring."""
 
     def __init__(self, opt):
-        stop_if_files_missing(opt)
         net_opt = dict(opt['network_g'])
         self.decoder_path = None
         if net_opt.get('type') in CLEAN_DECODER_ARCHS:

@@ -9,8 +9,10 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from dlst_plugin.errors import ConfigError
+from dlst_plugin.models.pretrained_files import missing_pretrained_files, stop_if_pretrained_files_missing
+from dlst_plugin.options.basicsr_keys import GFPGAN_NETWORKS
 
-COMPONENT_NETWORKS = ('network_d_left_eye', 'network_d_right_eye', 'network_d_mouth')
+COMPONENT_NETWORKS = tuple(key for key in GFPGAN_NETWORKS if key.startswith('network_d_'))  # eyes and mouth
 
 
 @MODEL_REGISTRY.register()
@@ -18,14 +20,31 @@ class GFPGANRecipeModel(BaseModel):
     """GFP-GAN's ``GFPGANModel`` (built from the ``gfpgan`` package on first use). Its option keys are
     GFP-GAN's ``options/train_gfpgan_v1.yml``'s; see :mod:`dlst_plugin.models.gfpgan_recipe`."""
 
+    PRETRAINED_NETWORK_KEYS = ('decoder_load_path', )  # the StyleGAN2 prior of GFPGANv1Clean
+    DEFAULT_VGG = 'vgg19'  # BasicSR's PerceptualLoss's, GFP-GAN's recipe's
+
     def __new__(cls, opt):
-        check_gfpgan_options(opt)  # the key checks need no gfpgan: before importing it
+        check_gfpgan_options(opt)  # the key and file checks need no gfpgan: before importing it
+        stop_if_pretrained_files_missing(opt, **cls.pretrained_file_checks(opt.get('is_train', True)))
         try:
             from dlst_plugin.models.gfpgan_recipe import GFPGANRecipe
         except ImportError as err:
             raise ConfigError(f'model_type GFPGANRecipeModel trains with the gfpgan package, which cannot be imported '
                               f'({err}); install it with: pip install "dlst-plugin[baselines]"') from None
         return GFPGANRecipe(opt)
+
+    @classmethod
+    def pretrained_file_checks(cls, training):
+        """The arguments of ``missing_pretrained_files`` for this model: a test run needs no prior (its checkpoint
+        holds the decoder); the VGG19 weights, ArcFace's and any other ``path.pretrain_network_*`` file are checked
+        as for every model."""
+        return {'network_keys': cls.PRETRAINED_NETWORK_KEYS if training else (), 'default_vgg': cls.DEFAULT_VGG}
+
+    @classmethod
+    def option_problems(cls, opt):
+        """The weight files ``opt`` names that are missing (the prior, VGG19, ArcFace, ...), for the option check
+        of a launch: found before anything is created."""
+        return missing_pretrained_files(dict(opt, is_train=True), **cls.pretrained_file_checks(True))
 
     @classmethod
     def option_rules(cls, opt):
