@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,11 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tests'))
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from helpers import face_crops, torchrun  # noqa: E402  (tests/ is on the path only from the line above)
 
 
 def run_options(kind, faces, out, size, narrow, iters, batch, amp):
@@ -73,8 +68,7 @@ def train_run(kind, args, faces, out, table):
     size, narrow = (32, 1 / 32) if args.smoke else (512, 1)
     batch = 2 if args.smoke else args.batch
     opt = run_options(kind, faces, out, size, narrow, args.iters, batch, amp=not args.smoke)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=1', f'--master_port={free_port()}',
-           '-m', 'dlst_plugin.train', '-opt', str(opt), '--launcher', 'pytorch']
+    cmd = [sys.executable, *torchrun(1, '-m', 'dlst_plugin.train', '-opt', str(opt), '--launcher', 'pytorch')[1:]]
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     wall = time.time() - start
@@ -144,7 +138,6 @@ def main(argv=None):
                                 str(REPO / 'tests')], cwd=REPO)
         if tests.returncode:
             raise SystemExit('gpu_check: the cuda-marked tests failed')
-    from helpers import face_crops
     faces = out / 'faces'
     face_crops(faces, size=32 if args.smoke else 512, count=16, seed=0)
     table = []

@@ -117,11 +117,15 @@ def test_saved_statistics_load_back_and_foreign_ones_are_refused(tmp_path):
         fid.load_statistics(path, SimpleNamespace(dims=2048, weights='weights-A'))
 
 
-def test_restored_names_come_from_name_or_folder():
+def test_restored_names_come_from_name_or_folder(tmp_path, capsys):
     assert evaluate.parse_restored(['out/gfpgan/', 'DL-ST=res']) == [('gfpgan', evaluate.Path('out/gfpgan/')),
                                                                      ('DL-ST', evaluate.Path('res'))]
-    with pytest.raises(ValueError, match='two methods'):
-        evaluate.parse_restored(['a/x', 'b/x'])
+    for folder in ('a/x', 'b/x'):
+        (tmp_path / folder).mkdir(parents=True)
+    # two folders of one name: the command refuses them (exit 2) before anything is scored or written
+    assert evaluate.main(['--restored', str(tmp_path / 'a/x'), '--restored', str(tmp_path / 'b/x'),
+                          '--out', str(tmp_path / 'out')]) == 2
+    assert "two methods are named 'x'" in capsys.readouterr().err and not (tmp_path / 'out').exists()
 
 
 def test_missing_restored_folder_is_a_clear_error(tmp_path, capsys):

@@ -9,9 +9,9 @@ are listed in errors.csv, skipped, and make the exit code 1.
 import os
 import sys
 
-from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.cli.common import add_positional_alias, add_weights_dir_argument, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT
-from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
+from dlst_plugin.faces.detection import available_backends
 from dlst_plugin.faces.harvest import HarvestOptions, harvest_folder
 
 EXAMPLE = ('example:\n  dlst-collect-lq-faces -i WIDER_train/images -o datasets/real_lq_faces.lmdb --size 512 '
@@ -34,8 +34,7 @@ def add_harvest_arguments(p, default_size=512):
                    help='crop side = max(box w, h) * (1 + 2 * margin) before resizing and aligning')
     p.add_argument('--detector', choices=available_backends(), default='yunet',
                    help='face detection backend (retinaface needs facexlib and local weights)')
-    p.add_argument('--weights-dir', default=None,
-                   help=f'folder holding detector weights (default: ${WEIGHTS_ENV}, else ./weights)')
+    add_weights_dir_argument(p, 'the detector weights are looked for')
     p.add_argument('--score-threshold', type=float, default=None,
                    help="minimum detection score (default: the detector's own: yunet 0.7, retinaface 0.8)")
     p.add_argument('--border', choices=['reflect', 'constant', 'replicate'], default='reflect',
@@ -48,9 +47,6 @@ def add_harvest_arguments(p, default_size=512):
                    help='processes that detect and align (1 = all in this process)')
     p.add_argument('--flush-every', type=int, default=50,
                    help='photos between commits of faces and bookkeeping (what a kill can cost)')
-
-
-add_common_arguments = add_harvest_arguments  # the old name
 
 
 def run_harvest(args, opts, what):

@@ -7,11 +7,14 @@ output folder or file, ``--model`` a checkpoint, ``--overwrite`` replace existin
 """
 import argparse
 import contextlib
+import dataclasses
+import re
 import signal
 import sys
 import threading
 
 from dlst_plugin._package import __version__
+from dlst_plugin.checkpoints.files import WEIGHTS_ENV
 from dlst_plugin.errors import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
@@ -60,6 +63,28 @@ def make_parser(prog, description, epilog=None, **kwargs):
     return add_common_arguments(parser)
 
 
+def device_name(value):
+    """A ``--device`` value: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (what :func:`dlst_plugin.devices.pick_device`
+    takes); anything else is a usage error (exit 2)."""
+    if value in ('auto', 'cpu', 'cuda') or re.fullmatch(r'cuda:\d+', value):
+        return value
+    raise argparse.ArgumentTypeError(f'{value!r} is not a device: use auto, cpu, cuda or cuda:N')
+
+
+def add_device_argument(parser, what='the networks', default='auto'):
+    """``--device``, the same in every command: where ``what`` run."""
+    parser.add_argument('--device', type=device_name, default=default, metavar='auto|cpu|cuda|cuda:N',
+                        help=f'where {what} run: auto (the GPU of this process when there is one, else the CPU), '
+                             'cpu, cuda or cuda:N')
+
+
+def add_weights_dir_argument(parser, looked_up):
+    """``--weights-dir``, the same in every command: the folder of weight files; ``looked_up`` says what this
+    command looks for there."""
+    parser.add_argument('--weights-dir', default=None, metavar='DIR',
+                        help=f'folder of weight files, where {looked_up} (default: ${WEIGHTS_ENV}, else ./weights)')
+
+
 def add_positional_alias(parser, dest, metavar, flag, required=True):
     """An old positional spelling (``dlst-make-lmdb SRC DST``) of the flag whose ``dest`` is given.
 
@@ -82,6 +107,18 @@ def parse_args(parser, argv=None):
         if required and getattr(args, dest) is None:
             parser.error(f'the following arguments are required: {flag}')
     return args
+
+
+def settings_from_args(cls, args, **overrides):
+    """A ``cls`` (a settings dataclass) from parsed ``args``: each field takes ``overrides[name]`` if given, else
+    the flag of the same name (``--batch-size`` -> ``batch_size``); a field that is neither keeps its default."""
+    given = vars(args)
+    values = {f.name: overrides[f.name] if f.name in overrides else given[f.name]
+              for f in dataclasses.fields(cls) if f.init and (f.name in overrides or f.name in given)}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f'{cls.__name__} has no field {", ".join(sorted(unknown))}')
+    return cls(**values)
 
 
 def run_command(parser, run, argv=None, interrupted='outputs finished before the interruption are kept'):

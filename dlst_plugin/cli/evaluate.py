@@ -16,7 +16,13 @@ as the string ``"inf"`` and adds ``identical_images`` (how many) and ``finite_me
 import sys
 from pathlib import Path
 
-from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.cli.common import (
+    add_device_argument,
+    add_weights_dir_argument,
+    make_parser,
+    run_command,
+    settings_from_args,
+)
 from dlst_plugin.errors import EXIT_INPUT, ConfigError
 from dlst_plugin.metrics.evaluation import METRICS, EvaluationSettings, evaluate
 
@@ -49,11 +55,11 @@ def build_parser():
                    help='Inception feature size for FID (2048 = the standard FID)')
     p.add_argument('--inception-weights', metavar='FILE',
                    help='path of pt_inception-2015-12-05-6726825d.pth (default: looked up in --weights-dir)')
-    p.add_argument('--weights-dir', help='folder of pretrained files (default: $DLST_WEIGHTS_DIR, else ./weights)')
+    add_weights_dir_argument(p, "FID's Inception weights are looked for")
     p.add_argument('--inception-random-init', type=int, metavar='SEED',
                    help='TESTS ONLY: a randomly initialised Inception; its FID means nothing')
     p.add_argument('--batch-size', type=int, default=16, help='images per Inception forward pass')
-    p.add_argument('--device', default='auto', help='torch device for the Inception (auto: cuda when available)')
+    add_device_argument(p, 'the Inception (FID) and LPIPS networks')
     p.add_argument('-o', '--output', '--out', dest='output', default='evaluation',
                    help='folder for metrics.json and report.html, which are replaced (--out: old spelling)')
     p.add_argument('--thumbnails', type=int, default=12, help='image rows shown side by side in the HTML report')
@@ -61,7 +67,8 @@ def build_parser():
 
 
 def parse_restored(entries):
-    """[(name, Path)] from ``NAME=DIR`` / ``DIR`` entries; names must be unique."""
+    """[(name, Path)] from ``NAME=DIR`` / ``DIR`` entries (two of one name: the library's
+    :func:`~dlst_plugin.metrics.evaluation.check_methods` refuses them)."""
     methods = []
     for entry in entries:
         name, sep, folder = entry.partition('=')
@@ -69,24 +76,19 @@ def parse_restored(entries):
             name, folder = Path(entry.rstrip('/\\')).name or entry, entry
         if not name or not folder:
             raise ConfigError(f'--restored {entry!r}: expected NAME=DIR or DIR')
-        if name in [n for n, _ in methods]:
-            raise ConfigError(f'--restored: two methods are named {name!r}; name them with NAME=DIR')
         methods.append((name, Path(folder)))
     return methods
 
 
-def settings_from_args(args):
+def evaluation_settings(args):
     """The :class:`~dlst_plugin.metrics.evaluation.EvaluationSettings` of parsed ``dlst-evaluate`` flags (also
     what ``dlst-table1 evaluate --evaluate-args`` passes on)."""
-    names = ('input', 'gt', 'reference', 'reference_stats', 'save_stats', 'niqe_backend', 'paired_channel',
-             'fid_dims', 'inception_weights', 'weights_dir', 'inception_random_init', 'batch_size', 'device',
-             'thumbnails')
     metrics = [m for m in args.metrics.split(',') if m.strip()] if args.metrics else None
-    return EvaluationSettings(metrics=metrics, **{name: getattr(args, name) for name in names})
+    return settings_from_args(EvaluationSettings, args, metrics=metrics)
 
 
 def run(args, argv):
-    result = evaluate(parse_restored(args.restored), args.output, settings_from_args(args),
+    result = evaluate(parse_restored(args.restored), args.output, evaluation_settings(args),
                       command=['dlst-evaluate'] + list(argv))
     if result.failed:
         print(f'{len(result.failed)} image(s) could not be scored and were left out: {", ".join(result.failed[:5])}'

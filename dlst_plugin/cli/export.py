@@ -22,8 +22,7 @@ Exported files are written atomically and replace files of the same name.
 """
 import sys
 
-from dlst_plugin.checkpoints.files import WEIGHTS_ENV
-from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.cli.common import add_weights_dir_argument, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT
 from dlst_plugin.inference.export import FORMATS, ExportSettings, export_restorer
 
@@ -50,8 +49,7 @@ def build_parser():
     p.add_argument('--sample', default=None,
                    help='aligned face image for the parity check (default: seeded random input in [-1, 1])')
     p.add_argument('--atol', type=float, default=1e-3, help='largest max abs diff accepted by the parity check')
-    p.add_argument('--weights-dir', default=None,
-                   help=f'folder to look up a bare checkpoint name in (default: ${WEIGHTS_ENV}, else ./weights)')
+    add_weights_dir_argument(p, 'a bare checkpoint name is looked up')
     return p
 
 

@@ -16,8 +16,14 @@ Shards: ``--rank R --world-size W`` (or torchrun's RANK/WORLD_SIZE) makes the pa
 """
 import sys
 
-from dlst_plugin.checkpoints.files import WEIGHTS_ENV
-from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.cli.common import (
+    add_device_argument,
+    add_positional_alias,
+    add_weights_dir_argument,
+    make_parser,
+    run_command,
+    settings_from_args,
+)
 from dlst_plugin.inference.pairs import PairSettings, generate_pairs
 
 EXAMPLE = ('example:\n  dlst-generate-pairs --model experiments/DL_StyleGAN2_512/models/net_g_latest.pth '
@@ -41,9 +47,8 @@ def build_parser():
     p.add_argument('--truncation', type=float, default=1.0, help='truncation psi (1 = none)')
     p.add_argument('--mixing-prob', type=float, default=0.0, help='probability of style mixing per pair')
     p.add_argument('--batch-size', type=int, default=8, help='pairs generated at once on the device')
-    p.add_argument('--device', default='auto', help="'auto' (the local GPU if any, else CPU), 'cpu', 'cuda', 'cuda:1'")
-    p.add_argument('--weights-dir', default=None,
-                   help=f'folder to look up a bare --model file name in (default: ${WEIGHTS_ENV}, else ./weights)')
+    add_device_argument(p, 'the degrader')
+    add_weights_dir_argument(p, 'a bare --model file name is looked up')
     p.add_argument('--rank', type=int, default=None, help='shard index (default: $RANK, else 0)')
     p.add_argument('--world-size', type=int, default=None, help='number of shards (default: $WORLD_SIZE, else 1)')
     p.add_argument('--png-level', type=int, choices=range(10), default=1, metavar='0-9', help='PNG compression level')
@@ -53,9 +58,7 @@ def build_parser():
 
 
 def run(args):
-    names = ('overwrite', 'seed', 'weights', 'truncation', 'mixing_prob', 'batch_size', 'device', 'weights_dir',
-             'rank', 'world_size', 'png_level', 'encode_threads', 'commit_every')
-    generate_pairs(args.model, args.output, args.count, PairSettings(**{name: getattr(args, name) for name in names}))
+    generate_pairs(args.model, args.output, args.count, settings_from_args(PairSettings, args))
     return 0
 
 

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command
+from dlst_plugin.cli.common import add_positional_alias, make_parser, run_command, settings_from_args
 from dlst_plugin.errors import EXIT_INPUT
 from dlst_plugin.fileio.folder_lmdb import INTERPOLATIONS, LmdbSettings, make_lmdb
 
@@ -63,9 +63,7 @@ def build_parser():
 
 
 def run(args):
-    names = ('glob', 'keys', 'sanitize_keys', 'resize', 'interpolation', 'png_level', 'copy_png', 'workers',
-             'commit_every', 'report', 'overwrite', 'no_resume', 'verify')
-    result = make_lmdb(args.input, args.output, LmdbSettings(**{name: getattr(args, name) for name in names}))
+    result = make_lmdb(args.input, args.output, settings_from_args(LmdbSettings, args))
     return EXIT_INPUT if result.skipped or result.problems else 0
 
 

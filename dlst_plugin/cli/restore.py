@@ -15,9 +15,15 @@ output folder holds finished photos only.
 """
 import sys
 
-from dlst_plugin.cli.common import make_parser, run_command
+from dlst_plugin.cli.common import (
+    add_device_argument,
+    add_weights_dir_argument,
+    make_parser,
+    run_command,
+    settings_from_args,
+)
 from dlst_plugin.devices import PRECISIONS
-from dlst_plugin.faces.detection import WEIGHTS_ENV, available_backends
+from dlst_plugin.faces.detection import available_backends
 from dlst_plugin.inference.face_restorer import SELECTIONS
 from dlst_plugin.inference.restore_files import RestoreSettings, restore_files
 
@@ -44,7 +50,7 @@ def build_parser():
                         'tensor shapes give)')
     p.add_argument('--aligned', action='store_true',
                    help='inputs are already aligned faces: no detection, no paste-back')
-    p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='where the restorer runs')
+    add_device_argument(p, 'the restorer and the face detector')
     p.add_argument('--dtype', choices=PRECISIONS, default='auto',
                    help='restorer precision: auto = bfloat16 where the device computes it natively (CUDA GPUs with '
                         'bf16, CPUs with AMX / AVX512-BF16), float16 on other CUDA GPUs, else float32 (the choice '
@@ -60,24 +66,19 @@ def build_parser():
     p.add_argument('--detector', choices=available_backends(), default='yunet', help='face detection backend')
     p.add_argument('--score-threshold', type=float, default=None,
                    help="minimum detection score (default: the detector's own)")
-    p.add_argument('--weights-dir', default=None,
-                   help=f'folder holding every weight file (checkpoint by name, detector weights; '
-                        f'default: ${WEIGHTS_ENV}, else ./weights)')
+    add_weights_dir_argument(p, 'a bare --model file name and the detector weights are looked up')
     p.add_argument('--compare', action='store_true', help='also write cmp/NAME.png: input | restored')
     p.add_argument('--no-faces', action='store_true', help='do not write restored_faces/')
     return p
 
 
-def settings_from_args(args):
-    return RestoreSettings(opt=args.opt, aligned=args.aligned, device=args.device, dtype=args.dtype,
-                           compile=args.compile, batch_size=args.batch_size, faces=args.faces,
-                           min_face_size=args.min_face_size, detector=args.detector,
-                           score_threshold=args.score_threshold, weights_dir=args.weights_dir,
-                           compare=args.compare, write_faces=not args.no_faces)
+def restore_settings(args):
+    """The :class:`~dlst_plugin.inference.restore_files.RestoreSettings` of parsed ``dlst-restore`` flags."""
+    return settings_from_args(RestoreSettings, args, write_faces=not args.no_faces)
 
 
 def run(args):
-    summary = restore_files(args.input, args.output, args.model, settings_from_args(args))
+    summary = restore_files(args.input, args.output, args.model, restore_settings(args))
     return 1 if summary.failed else 0
 
 

@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from dlst_plugin.cli import evaluate as evaluate_command
-from dlst_plugin.cli.common import EXIT_CODES, HelpFormatter, make_parser, run_command
+from dlst_plugin.cli.common import EXIT_CODES, HelpFormatter, add_device_argument, make_parser, run_command
 from dlst_plugin.errors import EXIT_INPUT
 from dlst_plugin.experiments import table1
 from dlst_plugin.experiments.table1_runs import (
@@ -50,7 +50,7 @@ def build_parser():
                           help='folder of aligned LQ test faces (paper: <= 40 px faces; --testset: old spelling)')
     evaluate.add_argument('-o', '--output', '--out', dest='output', default='table1_eval',
                           help='output folder (--out: old spelling)')
-    evaluate.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='where the restorers run')
+    add_device_argument(evaluate, 'the restorers')
     evaluate.add_argument('--evaluate-args', default='', metavar='"ARGS"',
                           help='more dlst-evaluate arguments, quoted (e.g. "--inception-weights F --metrics fid")')
     for sp in (status, train, evaluate):
@@ -62,7 +62,7 @@ def build_parser():
 
 def evaluation_settings(args):
     """dlst-evaluate's settings from ``--evaluate-args``, with this command's --reference / --reference-stats."""
-    settings = evaluate_command.settings_from_args(evaluate_command.build_parser().parse_args(
+    settings = evaluate_command.evaluation_settings(evaluate_command.build_parser().parse_args(
         shlex.split(args.evaluate_args)))
     settings.reference = args.reference or settings.reference
     settings.reference_stats = args.reference_stats or settings.reference_stats

@@ -1,5 +1,4 @@
 """The demo's data: photo variants, option files filled for a run, face regions for scoring."""
-import csv
 import shutil
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import yaml
 
 from dlst_plugin.errors import InputError
+from dlst_plugin.faces.harvest import FACES_CSV, read_csv_rows
 from dlst_plugin.fileio.atomic import atomic_write_image, atomic_write_text
 from dlst_plugin.fileio.images import list_images
 from dlst_plugin.options.file import read_option_file, set_dotted
@@ -74,8 +74,8 @@ def make_photos(photos, out_dir, variants, seed, degrade):
 
 
 def read_faces_csv(folder):
-    with open(Path(folder) / 'faces.csv', newline='') as f:
-        return list(csv.DictReader(f))
+    """The rows of a harvest's ``faces.csv`` in ``folder`` ([] when it has none)."""
+    return read_csv_rows(Path(folder) / FACES_CSV)
 
 
 def photos_with_faces(out):

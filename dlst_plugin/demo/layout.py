@@ -3,9 +3,9 @@
 A stage counts as done when its marker (``stages/<stage>.done``) and its output (:func:`stage_outputs`) exist,
 so a rerun skips it; the report reads every stage's output from the same places.
 """
-from pathlib import Path
+from dlst_plugin.fileio.shipped import PACKAGE_DIR
 
-ASSETS = Path(__file__).resolve().parents[1] / 'assets'  # the demo's option files (demo_*.yml)
+ASSETS = PACKAGE_DIR / 'assets'  # the demo's option files (demo_*.yml)
 STAGES = ('photos', 'real_lq', 'hq', 'prior', 'degrader', 'pairs', 'restorer', 'restore', 'evaluate', 'report')
 # the four folders the evaluation scores, by their method labels in evaluation/metrics.json
 ALIGNED_METHODS = ('real LQ faces (aligned)', 'restored faces (aligned)')

@@ -27,7 +27,9 @@ from pathlib import Path
 from dlst_plugin.demo.data import DemoError, fill_options, make_photos, training_updates
 from dlst_plugin.demo.layout import ASSETS, STAGES, stage_outputs
 from dlst_plugin.demo.steps import StepRunner
+from dlst_plugin.errors import ConfigError
 from dlst_plugin.fileio.atomic import atomic_write_text
+from dlst_plugin.fileio.shipped import shipped_folder
 
 DEFAULT_PHOTOS = Path('datasets') / 'samples' / 'faces'
 
@@ -56,14 +58,21 @@ def demo_settings(fast=False, **overrides):
 
 
 def find_photos(folder=None):
-    """``folder``, else the sample photos of the working folder or of the checkout, else the copy a wheel carries;
-    DemoError when none holds a file."""
-    candidates = [Path(folder)] if folder else [DEFAULT_PHOTOS, Path(__file__).resolve().parents[2] / DEFAULT_PHOTOS,
-                                                ASSETS / 'samples' / 'faces']
+    """``folder``, else the sample photos of the working folder, else the shipped ones (of the checkout, or the copy
+    a wheel carries: :func:`~dlst_plugin.fileio.shipped.shipped_folder`); DemoError when none holds a file."""
+    candidates = [Path(folder)] if folder else [DEFAULT_PHOTOS, *shipped_photos()]
     for path in candidates:
         if path.is_dir() and any(path.iterdir()):
             return path.resolve()
     raise DemoError(f'no photo folder found (tried {", ".join(map(str, candidates))}): pass --photos DIR')
+
+
+def shipped_photos():
+    """[the shipped sample photo folder], or [] when this installation has none."""
+    try:
+        return [shipped_folder('assets/samples/faces')]
+    except ConfigError:
+        return []
 
 
 def photos_stage(out, photos, s):

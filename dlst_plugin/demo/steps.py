@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from dlst_plugin.demo.data import DemoError
-from dlst_plugin.errors import DLSTError, Interrupted, TerminationRequest
+from dlst_plugin.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, DLSTError, Interrupted, TerminationRequest
 
 INTERRUPTED = 'the stages that finished are kept: rerun the same command to continue'
+STOP_WAIT_S = 120  # how long a stopped demo waits for its training child to save (it finishes its iteration first)
 
 
 def drop_log_handlers(stream):
@@ -80,11 +81,39 @@ class StepRunner:
 
     def train(self, step, option_file):
         """``python -m dlst_plugin.train -opt option_file`` in a subprocess (working folder: the demo's output)."""
-        cmd = [sys.executable, '-m', 'dlst_plugin.train', '-opt', str(option_file)]
+        self.run_child(step, [sys.executable, '-m', 'dlst_plugin.train', '-opt', str(option_file)])
+
+    def run_child(self, step, cmd, stop_wait_s=STOP_WAIT_S):
+        """Run ``cmd`` in the demo's output folder, its output in the step's log. Ctrl-C or SIGTERM to the demo
+        passes SIGTERM on to the child, which saves and exits (a training finishes its iteration); the demo waits
+        up to ``stop_wait_s`` for it (then SIGKILLs it) and stops as it was asked to."""
         log = self.log_file(step, ' '.join(cmd))
         with open(log, 'a') as f:
-            proc = subprocess.run(cmd, cwd=self.out, stdout=f, stderr=subprocess.STDOUT, env=self.env)
-        if proc.returncode in (130, 143):  # Ctrl-C or SIGTERM reached the training too
-            raise KeyboardInterrupt if proc.returncode == 130 else TerminationRequest('SIGTERM')
-        if proc.returncode != 0:
-            raise self.failed(step, log, f'exit {proc.returncode}')
+            proc = subprocess.Popen(cmd, cwd=self.out, stdout=f, stderr=subprocess.STDOUT, env=self.env)
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (stop_on_sigterm raises TerminationRequest)
+                stop_child(proc, stop_wait_s)
+                raise
+        if code == EXIT_INTERRUPTED:  # the child stopped on Ctrl-C before the demo saw one
+            raise KeyboardInterrupt
+        if code == EXIT_TERMINATED:  # the child stopped on SIGTERM, after saving
+            raise TerminationRequest('SIGTERM')
+        if code != 0:
+            raise self.failed(step, log, f'exit {code}')
+
+
+def stop_child(proc, wait_s):
+    """SIGTERM ``proc`` and wait up to ``wait_s`` seconds for it to save and exit; SIGKILL it after that, or at
+    a second Ctrl-C while waiting."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        raise

@@ -12,6 +12,7 @@ finished; a rerun skips them, so an interrupted run resumes without duplicates).
 """
 import contextlib
 import csv
+import io
 import os
 import shutil
 import sys
@@ -25,7 +26,13 @@ from tqdm import tqdm
 from dlst_plugin.errors import ConfigError, InputError
 from dlst_plugin.faces.alignment import align_face
 from dlst_plugin.faces.detection import build_detector
-from dlst_plugin.fileio.atomic import atomic_write_bytes, atomic_write_csv, check_writable
+from dlst_plugin.fileio.atomic import (
+    append_durably,
+    atomic_write_bytes,
+    atomic_write_csv,
+    check_writable,
+    signals_deferred,
+)
 from dlst_plugin.fileio.images import list_images
 from dlst_plugin.fileio.lmdb import LmdbWriter, encode_png, image_shape, is_lmdb_dir, sanitize_key, worker_pool
 
@@ -142,7 +149,7 @@ class HarvestState:
     def __init__(self, dst):
         self.dst = dst
         self.done = set(_read_lines(os.path.join(dst, DONE_TXT)))
-        rows = _read_csv(os.path.join(dst, FACES_CSV))
+        rows = read_csv_rows(os.path.join(dst, FACES_CSV))
         self.rows = [r for r in rows if r['source'] in self.done]  # rows of unfinished photos are redone
         self.num_faces = len(self.rows)
         self.errors = []  # photos that failed before are not done: they are retried, and reported again
@@ -167,19 +174,15 @@ class HarvestState:
         self._append_csv(FACES_CSV, CSV_FIELDS, self._pending_rows)
         self._append_csv(ERRORS_CSV, ['source', 'error'], self._pending_errors)
         self.errors += self._pending_errors
-        with open(os.path.join(self.dst, DONE_TXT), 'a', encoding='utf-8') as f:
-            f.writelines(s + '\n' for s in self._pending_done)
-            f.flush()
-            os.fsync(f.fileno())
+        append_durably(os.path.join(self.dst, DONE_TXT), ''.join(s + '\n' for s in self._pending_done))
         self.done.update(self._pending_done)
         self._pending_rows, self._pending_errors, self._pending_done = [], [], []
 
     def _append_csv(self, name, fields, rows):
         """Append ``rows`` (the file was written whole, with its header, when the state was opened)."""
-        with open(os.path.join(self.dst, name), 'a', newline='', encoding='utf-8') as f:
-            csv.DictWriter(f, fields).writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
+        text = io.StringIO()
+        csv.DictWriter(text, fields).writerows(rows)
+        append_durably(os.path.join(self.dst, name), text.getvalue())
 
 
 def _read_lines(path):
@@ -189,7 +192,8 @@ def _read_lines(path):
         return [line.rstrip('\n') for line in f if line.endswith('\n')]  # a cut last line is not done
 
 
-def _read_csv(path):
+def read_csv_rows(path):
+    """The rows of a CSV file with a header (``faces.csv``, ``errors.csv``) as dicts; [] when there is no file."""
     if not os.path.isfile(path):
         return []
     with open(path, newline='', encoding='utf-8') as f:
@@ -236,10 +240,15 @@ def harvest(photos, dst, opts, workers=1, flush_every=50, max_faces=None, desc='
     start, since_flush = time.time(), 0
     # torch (retinaface) is not fork-safe once used: its workers start fresh interpreters
     start_method = 'spawn' if opts.backend.startswith('retinaface') else None
+    def record():
+        """Commit what was put, then record it as done; a signal waits until both are written."""
+        with signals_deferred():
+            sink.commit()
+            state.flush()
+
     with contextlib.ExitStack() as stack:
         stack.callback(sink.close)
-        stack.callback(state.flush)
-        stack.callback(sink.commit)  # on any exit: commit what was put, then record it (callbacks run last-first)
+        stack.callback(record)  # on any exit (callbacks run last-first)
         pool = stack.enter_context(worker_pool(workers, _init_worker, (opts,), start_method)) if workers > 1 else None
         results = pool.imap(process_photo, todo, chunksize=1) if pool else map(process_photo, todo)
         bar = stack.enter_context(tqdm(total=len(todo), unit='photo', desc=desc, dynamic_ncols=True))
@@ -251,8 +260,7 @@ def harvest(photos, dst, opts, workers=1, flush_every=50, max_faces=None, desc='
             bar.update(1)
             bar.set_postfix(faces=state.num_faces, errors=state.num_errors)
             if since_flush >= flush_every:
-                sink.commit()
-                state.flush()
+                record()
                 since_flush = 0
             if max_faces is not None and state.num_faces >= max_faces:
                 break

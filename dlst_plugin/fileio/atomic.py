@@ -7,6 +7,8 @@ Every file the plugin's commands and datasets write goes through here (images, C
 records, option files, checkpoints, exported models)."""
 import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 
@@ -39,6 +41,42 @@ def atomic_write_bytes(path, data):
 
 def atomic_write_text(path, text, encoding='utf-8'):
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def append_durably(path, text, encoding='utf-8'):
+    """Append ``text`` to ``path`` (created when missing) and fsync it: once this returns, a kill or a power cut
+    keeps the lines. Line endings are written as given (``newline=''``: a CSV writer's own stay as they are).
+    For logs of finished work (``done.txt``, ``meta_info.txt``) that a reader takes line by line, ignoring a cut
+    last line; a file that must never be seen half-written goes through :func:`atomic_write_bytes`."""
+    with open(path, 'a', encoding=encoding, newline='') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Inside the block, Ctrl-C and SIGTERM wait until it ends: for writes to several files that must agree
+    (what a sink committed, then its records of it), which the exception a signal handler raises could
+    otherwise cut between two files. A signal received meanwhile is handed to the handler that was in place,
+    once, as the block ends. Outside the main thread (where handlers cannot be set) it is a plain block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 def atomic_write_image(path, img, params=()):

@@ -25,7 +25,7 @@ import lmdb
 import numpy as np
 
 from dlst_plugin.errors import ConfigError, InputError
-from dlst_plugin.fileio.atomic import atomic_write_text, check_writable
+from dlst_plugin.fileio.atomic import append_durably, atomic_write_text, check_writable
 from dlst_plugin.fileio.images import list_images  # noqa: F401  (re-exported: the one folder scan)
 
 META_INFO = 'meta_info.txt'
@@ -228,10 +228,7 @@ class LmdbWriter:
                 new_lines.append(format_meta_line(key, shape, level))
             self._meta[key] = (shape, level)
         if new_lines:
-            with open(os.path.join(self.path, META_INFO), 'a', encoding='ascii') as f:
-                f.write('\n'.join(new_lines) + '\n')
-                f.flush()
-                os.fsync(f.fileno())
+            append_durably(os.path.join(self.path, META_INFO), '\n'.join(new_lines) + '\n', encoding='ascii')
         self._pending.clear()
         self._pending_bytes = 0
 
