@@ -7,6 +7,8 @@ import time
 
 from helpers import REPO, subprocess_env
 
+from dlst_plugin.demo.steps import stop_child
+
 
 def _shell_signals():
     # pytest-xdist's workers ignore SIGINT and a child inherits that: give the command the default a shell gives
@@ -41,13 +43,7 @@ def wait_for(path, proc, seconds=120):
 def end_run(proc, seconds=60):
     """Make sure ``proc`` has ended (after a failed test): SIGTERM first, which torchrun passes on to its workers
     (they run in sessions of their own), then SIGKILL."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_child(proc, seconds)
 
 
 def line_count(path):
